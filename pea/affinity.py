@@ -1,0 +1,168 @@
+"""The N-dimensional core of PEA: offsets, affinity targets, class-balanced weights,
+embedding-to-affinity, pyramid labels and EM border widening.
+
+Convention (as elf and waterz): channel c of an affinity map holds, at pixel p, the affinity
+between p and p + offsets[c]. Where p + offsets[c] lies outside the image the loss mask is 0.
+Everything works for any number of spatial dimensions and for batches: labels are
+(B, *spatial) integer tensors, affinities (B, C, *spatial).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+from pea.errors import PEAInputError
+
+Offset = tuple[int, ...]
+
+# The 12 offsets of AC3/AC4 (z, y, x): per group the z, y and x neighbours at growing range.
+EM_OFFSETS: list[Offset] = [
+    (-1, 0, 0), (0, -1, 0), (0, 0, -1),
+    (-2, 0, 0), (0, -3, 0), (0, 0, -3),
+    (-3, 0, 0), (0, -9, 0), (0, 0, -9),
+    (-4, 0, 0), (0, -27, 0), (0, 0, -27),
+]
+
+
+def offsets_from_shifts(shifts: Sequence[int], neighbor: int = 4) -> list[Offset]:
+    """2D offsets grouped by shift, shortest first: (-s,0), (0,-s) [, (-s,-s), (-s,s) for 8]."""
+    if neighbor not in (4, 8):
+        raise PEAInputError(f"DATA.neighbor must be 4 or 8, got {neighbor}")
+    offsets: list[Offset] = []
+    for s in shifts:
+        offsets += [(-s, 0), (0, -s)]
+        if neighbor == 8:
+            offsets += [(-s, -s), (-s, s)]
+    return offsets
+
+
+def resolve_offsets(data_cfg) -> tuple[list[Offset], int]:
+    """Offsets and the number of channels per shift group from a DATA config section."""
+    if data_cfg.get("offsets"):
+        offsets = [tuple(int(v) for v in o) for o in data_cfg["offsets"]]
+        ndim = len(offsets[0])
+        if any(len(o) != ndim for o in offsets):
+            raise PEAInputError(f"DATA.offsets: all offsets need {ndim} entries, got {offsets}")
+        return offsets, ndim
+    neighbor = int(data_cfg.get("neighbor", 4))
+    return offsets_from_shifts(data_cfg["shifts"], neighbor), 2 if neighbor == 4 else 4
+
+
+def _pair_slices(offset: Offset, shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """Slices selecting the pixels p (first) and p + offset (second) that both lie inside."""
+    src, dst = [], []
+    for o, n in zip(offset, shape):
+        if o >= 0:
+            src.append(slice(0, max(n - o, 0)))
+            dst.append(slice(min(o, n), n))
+        else:
+            src.append(slice(min(-o, n), n))
+            dst.append(slice(0, max(n + o, 0)))
+    return tuple(src), tuple(dst)
+
+
+def pair_target(labels: torch.Tensor, offset: Offset) -> tuple[tuple[slice, ...], tuple[slice, ...], torch.Tensor]:
+    """For one offset: the slices of p and p + o inside the image and the target on them
+    (1 where label(p) == label(p+o), background pairs included), shape (B, *valid)."""
+    shape = labels.shape[1:]
+    if len(offset) != len(shape):
+        raise PEAInputError(f"offset {offset} does not fit labels of spatial shape {tuple(shape)}")
+    p, q = _pair_slices(offset, shape)
+    every = (slice(None),)
+    return p, q, (labels[every + p] == labels[every + q]).float()
+
+
+def affinity_targets(labels: torch.Tensor, offsets: Sequence[Offset]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-size targets and loss masks (0 where p + o lies outside).
+
+    labels: (B, *spatial) integer tensor. Returns two float tensors (B, C, *spatial).
+    """
+    shape = labels.shape[1:]
+    target = labels.new_zeros((labels.shape[0], len(offsets), *shape), dtype=torch.float32)
+    mask = torch.zeros_like(target)
+    for c, off in enumerate(offsets):
+        p, _, t = pair_target(labels, off)
+        target[(slice(None), c) + p] = t
+        mask[(slice(None), c) + p] = 1.0
+    return target, mask
+
+
+def class_weights(f: torch.Tensor, clip: Sequence[float] = (0.05, 0.99)) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights of ones and of zeros from the fraction of ones f (METHOD.md section 4):
+    f is clipped; if f > 0.5 ones weigh 1 and zeros f/(1-f), otherwise ones (1-f)/f, zeros 1."""
+    f = f.clamp(clip[0], clip[1])
+    one = torch.ones_like(f)
+    return torch.where(f > 0.5, one, (1 - f) / f), torch.where(f > 0.5, f / (1 - f), one)
+
+
+def balanced_weights(target: torch.Tensor, mask: torch.Tensor, clip: Sequence[float] = (0.05, 0.99)) -> torch.Tensor:
+    """Class-balanced weight map (B, C, *spatial), per sample and channel, from full-size
+    targets and masks (the fraction of ones counts masked pixels only)."""
+    dims = tuple(range(2, target.ndim))
+    f = (target * mask).sum(dims) / mask.sum(dims).clamp(min=1.0)
+    w_one, w_zero = class_weights(f, clip)
+    view = f.shape + (1,) * len(dims)
+    return torch.where(target > 0.5, w_one.view(view), w_zero.view(view))
+
+
+def embedding_affinity(emb: torch.Tensor, offsets: Sequence[Offset], other: torch.Tensor | None = None) -> torch.Tensor:
+    """Affinity_o(p) = <e(p), e'(p+o)> of L2-normalised embeddings (cosine similarity).
+
+    emb: (B, D, *spatial). `other` is the second view's embedding for cross-correlation
+    (self-correlation when None). Pixels whose partner lies outside get 0.
+    """
+    e1 = F.normalize(emb, p=2, dim=1)
+    e2 = e1 if other is None else F.normalize(other, p=2, dim=1)
+    shape = emb.shape[2:]
+    out = emb.new_zeros((emb.shape[0], len(offsets), *shape))
+    for c, off in enumerate(offsets):
+        p, q = _pair_slices(off, shape)
+        out[(slice(None), c) + p] = (e1[(slice(None), slice(None)) + p] * e2[(slice(None), slice(None)) + q]).sum(1)
+    return out
+
+
+def affinity_loss(emb: torch.Tensor, labels: torch.Tensor, offsets: Sequence[Offset],
+                  clip: Sequence[float] = (0.05, 0.99), other: torch.Tensor | None = None) -> torch.Tensor:
+    """The weighted MSE between embedding affinities and targets, summed over offsets:
+    sum(w * mask * (aff - target)^2) / (batch * pixels). Computed on the valid pairs of each
+    offset only, so no full-size target, mask or affinity maps are built."""
+    e1 = F.normalize(emb, p=2, dim=1)
+    e2 = e1 if other is None else F.normalize(other, p=2, dim=1)
+    total = emb.new_zeros(())
+    every = (slice(None), slice(None))
+    for off in offsets:
+        p, q, t = pair_target(labels, off)
+        if t.numel() == 0:
+            continue
+        w_one, w_zero = class_weights(t.flatten(1).mean(1), clip)
+        view = (-1,) + (1,) * (t.ndim - 1)
+        w = torch.where(t > 0.5, w_one.view(view), w_zero.view(view))
+        aff = (e1[every + p] * e2[every + q]).sum(1)
+        total = total + (w * (aff - t) ** 2).sum()
+    return total / labels.numel()
+
+
+def nearest_downsample(labels: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """Nearest-neighbour resampling of (B, *spatial) labels to `shape` (index floor(i * n / m))."""
+    out = labels
+    for d, (n, m) in enumerate(zip(labels.shape[1:], shape)):
+        if n != m:
+            idx = torch.div(torch.arange(m, device=labels.device) * n, m, rounding_mode="floor")
+            out = out.index_select(d + 1, idx)
+    return out
+
+
+def widen_border(labels: np.ndarray) -> np.ndarray:
+    """EM border widening (Lee et al. 2017): a voxel whose in-plane 3x3 window holds more
+    than one non-zero id becomes background. labels: (z, y, x) or (y, x)."""
+    size = (1,) * (labels.ndim - 2) + (3, 3)
+    big = np.iinfo(labels.dtype).max if np.issubdtype(labels.dtype, np.integer) else np.inf
+    hi = ndimage.maximum_filter(labels, size=size, mode="nearest")
+    lo = ndimage.minimum_filter(np.where(labels == 0, big, labels), size=size, mode="nearest")
+    out = labels.copy()
+    out[(hi != lo) & (hi > 0) & (lo != big)] = 0
+    return out

@@ -1,0 +1,241 @@
+"""EM augmentations of (z, y, x) training crops, as in pytorch_connectomics.
+
+Every transform has the signature `f(image, labels, rng, **params) -> (image, labels)`: image
+float32 in [0, 1], labels integer, both (z, y, x); outputs keep the input shapes and the labels
+keep their dtype and take only ids present in the input. Geometric transforms (flip,
+transpose, rotate90, elastic, misalign) move image and labels together; the others change the
+image only. Out-of-volume samples are read by mirror reflection (no new values at borders).
+`EMAugmenter` applies each transform with its probability, in the order of `TRANSFORMS`.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+
+import cv2
+import numpy as np
+
+from pea.errors import PEAInputError
+
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+def _reflect(index: np.ndarray, size: int) -> np.ndarray:
+    """Map integer indices into [0, size) by mirror reflection without repeating the edge."""
+    if size == 1:
+        return np.zeros_like(index)
+    low, high = int(index.min()), int(index.max())
+    if low >= 0 and high < size:
+        return index
+    period = 2 * (size - 1)
+    if low <= -size or high >= period + 1:
+        index = np.mod(index, period)
+    index = np.abs(index)
+    return np.where(index >= size, period - index, index)
+
+
+def _square(image: np.ndarray) -> bool:
+    return image.shape[1] == image.shape[2]
+
+
+def flip(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Pair:
+    """Flip along a random non-empty subset of the axes z, y, x."""
+    mask = int(rng.integers(1, 8))
+    axes = tuple(a for a in range(3) if (mask >> a) & 1)
+    return np.flip(image, axes), np.flip(labels, axes)
+
+
+def transpose(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Pair:
+    """Swap y and x (square sections only; non-square crops are returned unchanged)."""
+    if not _square(image):
+        return image, labels
+    return image.transpose(0, 2, 1), labels.transpose(0, 2, 1)
+
+
+def rotate90(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Pair:
+    """Rotate in-plane by 90, 180 or 270 degrees (only 180 for non-square sections)."""
+    k = int(rng.integers(1, 4)) if _square(image) else 2
+    return np.rot90(image, k, axes=(1, 2)), np.rot90(labels, k, axes=(1, 2))
+
+
+def intensity(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, contrast: float = 0.1,
+              brightness: float = 0.1, gamma: float = 1.0, mode: str = "mix") -> Pair:
+    """Contrast, brightness and gamma, drawn per section ('section'), once ('volume') or either ('mix').
+
+    image * (1 + u1 * contrast) + u2 * brightness with u1, u2 uniform in [-0.5, 0.5], clipped to
+    [0, 1], then raised to 2 ** u3 with u3 uniform in [-gamma, gamma].
+    """
+    if mode not in ("section", "volume", "mix"):
+        raise PEAInputError(f"intensity mode '{mode}': use 'section', 'volume' or 'mix'")
+    if mode == "mix":
+        mode = "section" if rng.random() < 0.5 else "volume"
+    shape = (image.shape[0], 1, 1) if mode == "section" else (1, 1, 1)
+    u = rng.random((3,) + shape).astype(np.float32)
+    out = image * (1.0 + (u[0] - 0.5) * contrast) + (u[1] - 0.5) * brightness
+    out = np.clip(out, 0.0, 1.0) ** (2.0 ** ((2.0 * u[2] - 1.0) * gamma))
+    return out.astype(np.float32), labels
+
+
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
+    """Smooth random (y, x) field with unit root-mean-square (blurred on a coarse grid, then upsampled)."""
+    step = max(1, int(sigma // 2))
+    coarse = rng.standard_normal((shape[0] // step + 2, shape[1] // step + 2), dtype=np.float32)
+    field = cv2.GaussianBlur(coarse, (0, 0), sigma / step, borderType=cv2.BORDER_REFLECT_101)
+    if step > 1:
+        field = cv2.resize(field, (coarse.shape[1] * step, coarse.shape[0] * step), interpolation=cv2.INTER_LINEAR)
+    field = field[:shape[0], :shape[1]]
+    return field / max(float(np.sqrt((field ** 2).mean())), 1e-6)
+
+
+def _remap(image: np.ndarray, labels: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> Pair:
+    """Sample image (bilinear) and labels (nearest) at float coordinates ys, xs of shape (z|1, y, x)."""
+    out = np.empty_like(image)
+    if len(ys) == 1:
+        for start in range(0, len(image), 256):  # OpenCV handles up to 512 channels per call
+            chunk = np.ascontiguousarray(image[start:start + 256].transpose(1, 2, 0))
+            warped = cv2.remap(chunk, xs[0], ys[0], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            out[start:start + 256] = warped.reshape(chunk.shape).transpose(2, 0, 1)
+    else:
+        for z in range(len(image)):
+            out[z] = cv2.remap(np.ascontiguousarray(image[z]), xs[z], ys[z], cv2.INTER_LINEAR,
+                               borderMode=cv2.BORDER_REFLECT_101)
+    z, h, w = image.shape
+    flat = (_reflect(np.rint(ys).astype(np.int32), h) * w + _reflect(np.rint(xs).astype(np.int32), w))
+    flat = np.broadcast_to(flat.reshape(len(flat), -1), (z, h * w))
+    return out, np.take_along_axis(labels.reshape(z, h * w), flat, axis=1).reshape(labels.shape)
+
+
+def elastic(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, alpha: float = 2.0,
+            sigma: float = 10.0, per_section: bool = False) -> Pair:
+    """In-plane elastic warp: smooth displacement (root-mean-square `alpha` px, smoothness `sigma` px).
+
+    One field for all sections, or a new one per section with `per_section`. Image bilinear,
+    labels nearest neighbour; where the image interpolates across a label boundary it mixes
+    the two sides, so image and labels agree exactly only away from boundaries.
+    """
+    z, h, w = image.shape
+    n = z if per_section else 1
+    dy = np.stack([_smooth_field(rng, (h, w), sigma) for _ in range(n)]) * alpha
+    dx = np.stack([_smooth_field(rng, (h, w), sigma) for _ in range(n)]) * alpha
+    grid_y, grid_x = np.mgrid[:h, :w].astype(np.float32)
+    return _remap(image, labels, grid_y + dy, grid_x + dx)
+
+
+def misalign(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_shift: int = 8,
+             slip_prob: float = 0.5) -> Pair:
+    """Shift in-plane by up to `max_shift` px one section ('slip', chance `slip_prob`) or all from a section on.
+
+    Image and labels move together; the uncovered border is filled by mirror reflection.
+    """
+    z, h, w = image.shape
+    if z < 2 or max_shift < 1:
+        return image, labels
+    start = int(rng.integers(1, z))
+    shift = np.zeros(2, np.int64)
+    while not shift.any():
+        shift = rng.integers(-max_shift, max_shift + 1, 2)
+    stop = start + 1 if rng.random() < slip_prob else z
+    yi = _reflect(np.arange(h) - shift[0], h)[:, None]
+    xi = _reflect(np.arange(w) - shift[1], w)[None, :]
+    image, labels = image.copy(), labels.copy()
+    image[start:stop] = image[start:stop][:, yi, xi]
+    labels[start:stop] = labels[start:stop][:, yi, xi]
+    return image, labels
+
+
+def missing_section(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                    max_sections: int = 2) -> Pair:
+    """Replace 1..`max_sections` random sections (never all, unless z == 1) by zeros or uniform noise."""
+    z = image.shape[0]
+    count = min(int(rng.integers(1, max_sections + 1)), max(z - 1, 1))
+    picked = rng.choice(z, count, replace=False)
+    image = image.copy()
+    for s in picked:
+        image[s] = rng.random(image.shape[1:], dtype=np.float32) if rng.random() < 0.5 else 0.0
+    return image, labels
+
+
+def missing_parts(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                  size: tuple[float, float] = (0.1, 0.3)) -> Pair:
+    """Blank (set to 0) a random rotated ellipse in one section; semi-axes are `size` fractions of the section."""
+    z, h, w = image.shape
+    s = int(rng.integers(z))
+    centre = rng.uniform((0, 0), (h, w))
+    semi = rng.uniform(size[0], size[1], 2) * (h, w)
+    angle = rng.uniform(0, np.pi)
+    yy, xx = np.ogrid[:h, :w]
+    u = (yy - centre[0]) * np.cos(angle) + (xx - centre[1]) * np.sin(angle)
+    v = -(yy - centre[0]) * np.sin(angle) + (xx - centre[1]) * np.cos(angle)
+    image = image.copy()
+    image[s][(u / semi[0]) ** 2 + (v / semi[1]) ** 2 <= 1.0] = 0.0
+    return image, labels
+
+
+def motion_blur(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_sections: int = 2,
+                kernel_size: int = 11) -> Pair:
+    """Blur 1..`max_sections` sections along a random direction with a line kernel of `kernel_size` px."""
+    z = image.shape[0]
+    picked = rng.choice(z, min(int(rng.integers(1, max_sections + 1)), z), replace=False)
+    image = image.copy()
+    for s in picked:
+        angle = rng.uniform(0, np.pi)
+        half = (kernel_size - 1) / 2.0
+        t = np.linspace(-half, half, 4 * kernel_size)
+        kernel = np.zeros((kernel_size, kernel_size), np.float32)
+        np.add.at(kernel, (np.rint(half + t * np.sin(angle)).astype(int),
+                           np.rint(half + t * np.cos(angle)).astype(int)), 1.0)
+        image[s] = cv2.filter2D(image[s], -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT_101)
+    return image, labels
+
+
+TRANSFORMS: dict[str, Callable[..., Pair]] = {
+    "flip": flip, "transpose": transpose, "rotate90": rotate90, "elastic": elastic, "misalign": misalign,
+    "intensity": intensity, "missing_section": missing_section, "missing_parts": missing_parts,
+    "motion_blur": motion_blur,
+}
+
+DEFAULT_EM_AUGMENT: dict[str, float] = {
+    "flip": 0.5, "transpose": 0.5, "rotate90": 0.5, "intensity": 0.5, "elastic": 0.3,
+    "missing_section": 0.1, "missing_parts": 0.1, "misalign": 0.1, "motion_blur": 0.1,
+}
+
+
+class EMAugmenter:
+    """Apply each EM transform with its probability (names of `TRANSFORMS`).
+
+    `probs` overrides `DEFAULT_EM_AUGMENT` name by name (0 switches a transform off);
+    `params` maps a transform name to keyword arguments of its function, e.g.
+    `EMAugmenter({"elastic": 0.5}, elastic={"alpha": 4.0})`. Unknown names raise PEAInputError.
+    """
+
+    def __init__(self, probs: Mapping[str, float] | None = None, **params: Mapping) -> None:
+        known = ", ".join(TRANSFORMS)
+        merged = dict(DEFAULT_EM_AUGMENT)
+        for name, p in (probs or {}).items():
+            if name not in TRANSFORMS:
+                raise PEAInputError(f"EM augmentation '{name}' is unknown (known: {known})")
+            if not isinstance(p, (int, float)) or not 0.0 <= float(p) <= 1.0:
+                raise PEAInputError(f"EM augmentation '{name}': probability {p!r} is not in [0, 1]")
+            merged[name] = float(p)
+        for name, kwargs in params.items():
+            if name not in TRANSFORMS:
+                raise PEAInputError(f"EM augmentation parameters for '{name}': unknown name (known: {known})")
+            accepted = list(inspect.signature(TRANSFORMS[name]).parameters)[3:]
+            if not isinstance(kwargs, Mapping) or set(kwargs) - set(accepted):
+                bad = sorted(set(kwargs) - set(accepted)) if isinstance(kwargs, Mapping) else kwargs
+                raise PEAInputError(f"EM augmentation '{name}': unknown parameters {bad} "
+                                    f"(accepted: {', '.join(accepted) or 'none'})")
+        self.probs = merged
+        self.params = {name: dict(params.get(name, {})) for name in TRANSFORMS}
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Pair:
+        if image.ndim != 3 or image.shape != labels.shape:
+            raise PEAInputError(f"EM augmentation: image {image.shape} and labels {labels.shape} "
+                                "must both be (z, y, x) of the same shape")
+        if not np.issubdtype(labels.dtype, np.integer):
+            raise PEAInputError(f"EM augmentation: labels dtype {labels.dtype} is not an integer type")
+        image = image.astype(np.float32, copy=False)
+        for name, transform in TRANSFORMS.items():
+            if self.probs[name] > 0 and rng.random() < self.probs[name]:
+                image, labels = transform(image, labels, rng, **self.params[name])
+        return np.ascontiguousarray(image), np.ascontiguousarray(labels)

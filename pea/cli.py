@@ -1,0 +1,39 @@
+"""The `pea` command: `pea evaluate`, `pea synth`, `pea convert`."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from pea.errors import PEAInputError
+
+# sub-command -> module exposing `add_arguments(parser)` and `run(args) -> int`
+COMMANDS = {
+    "evaluate": ("pea.evaluate", "score label images: SBD, DiC, AJI, PQ, VOI, ARAND, ..."),
+    "synth": ("pea.synth.cli", "generate look-alike data sets in the real on-disk layouts"),
+    "convert": ("pea.data.convert", "convert official annotations to the layout the readers use"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pea", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module).add_arguments(p)
+        p.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except PEAInputError as err:
+        print(f"pea {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

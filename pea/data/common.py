@@ -1,0 +1,117 @@
+"""What the readers share: the `Sample` record, padding, rescaling and the training dataset."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from pea.errors import PEAInputError
+
+
+@dataclass
+class Sample:
+    """One image (2D: (H, W, C) float32 in [0, 1]; 3D: (Z, Y, X, 1)) and what belongs to it.
+
+    `labels`/`fg` are at the working resolution (after `scale`); `shape` is the original
+    spatial shape, to which predictions are brought back for scoring and writing against
+    `gt`, the labels at the original resolution.
+    """
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray | None = None
+    fg: np.ndarray | None = None
+    shape: tuple[int, ...] = field(default=())
+    gt: np.ndarray | None = None
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An 8-bit RGB image as float32 in [0, 1]."""
+    try:
+        with Image.open(path) as img:
+            return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError) as err:
+        raise PEAInputError(f"{path}: cannot read image ({err})") from None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A binary mask image: any non-zero pixel is foreground."""
+    try:
+        with Image.open(path) as img:
+            arr = np.asarray(img)
+    except (OSError, ValueError) as err:
+        raise PEAInputError(f"{path}: cannot read mask ({err})") from None
+    return (arr.reshape(arr.shape[:2] + (-1,)) > 0).any(-1)
+
+
+def rescale(array: np.ndarray, scale: float, nearest: bool) -> np.ndarray:
+    """Resize the two leading axes by `scale` (area for images, nearest for labels and masks)."""
+    if scale == 1.0:
+        return array
+    h, w = array.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return resize(array, size[::-1], nearest=nearest, shrink=scale < 1)
+
+
+def resize(array: np.ndarray, shape: Sequence[int], nearest: bool, shrink: bool = False) -> np.ndarray:
+    """Resize the two leading axes to `shape` (h, w); labels keep their dtype."""
+    size = (int(shape[1]), int(shape[0]))
+    if nearest:
+        dtype = array.dtype
+        out = cv2.resize(array.astype(np.float32), size, interpolation=cv2.INTER_NEAREST)
+        return out.astype(dtype)
+    out = cv2.resize(array, size, interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out.reshape(out.shape[:2] + array.shape[2:])
+
+
+def pad_to(array: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Reflect-pad the leading axes to `shape`, split evenly (CVPPP: 530x500 -> 544x544 pads
+    7 rows top and bottom, 22 columns left and right). Returns the padded array and the
+    slices that crop it back."""
+    pads, crop = [], []
+    for n, m in zip(array.shape, shape):
+        if m < n:
+            raise PEAInputError(f"cannot pad an image of shape {array.shape[:len(shape)]} to {tuple(shape)}")
+        before = (m - n) // 2
+        pads.append((before, m - n - before))
+        crop.append(slice(before, before + n))
+    pads += [(0, 0)] * (array.ndim - len(shape))
+    return np.pad(array, pads, mode="reflect"), tuple(crop)
+
+
+def padded_shape(shape: Sequence[int], padded: Sequence[int] | None, multiple: int = 16) -> tuple[int, ...]:
+    """The configured padded size, or the next multiple of `multiple`, never smaller than `shape`."""
+    if padded:
+        return tuple(max(int(p), int(n)) for p, n in zip(padded, shape))
+    return tuple(-(-int(n) // multiple) * multiple for n in shape)
+
+
+def read_list(path: Path) -> list[str]:
+    """Non-empty lines of a text file."""
+    if not path.is_file():
+        raise PEAInputError(f"{path}: list file not found")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+class TrainDataset(torch.utils.data.Dataset):
+    """Augmented random crops from in-memory samples. Item `index` is drawn from a random
+    generator seeded with (seed, index), so a run resumed at iteration i sees the same data
+    as an uninterrupted one (the trainer asks for indices i * batch, i * batch + 1, ...)."""
+
+    def __init__(self, samples: Sequence[Sample], augment: Callable, normalize: Callable, seed: int):
+        if not samples:
+            raise PEAInputError("no training samples were found")
+        self.samples, self.augment, self.normalize, self.seed = list(samples), augment, normalize, seed
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, index])
+        sample = self.samples[rng.integers(len(self.samples))]
+        image, labels = self.augment(sample.image, sample.labels, rng)
+        image = self.normalize(image)
+        x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
+        return x, torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64))

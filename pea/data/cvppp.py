@@ -1,0 +1,88 @@
+"""CVPPP A1 reader (METHOD.md section 9): train/plantNNN_{rgb,label,fg}.png,
+test/plantNNN_{rgb,fg}.png, and valid_set/local_20_1.txt naming the held-out plants."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pea.data.common import Sample, read_list, read_mask, read_rgb, rescale
+from pea.errors import PEAInputError
+from pea.io import read_labels
+
+SPLITS = ("train", "validation", "test")
+
+
+def plant_ids(folder: Path) -> list[str]:
+    """Sorted plant ids (e.g. 'plant002') with an RGB image in `folder`."""
+    if not folder.is_dir():
+        raise PEAInputError(f"{folder}: CVPPP folder not found")
+    return sorted(p.name[: -len("_rgb.png")] for p in folder.glob("*_rgb.png"))
+
+
+def split_ids(data_dir: str | Path, split: str, valid_list: str) -> list[str]:
+    """Ids of a split: training plants minus the validation list, the list itself, or test."""
+    data_dir = Path(data_dir)
+    if split not in SPLITS:
+        raise PEAInputError(f"unknown CVPPP split '{split}' (use one of {', '.join(SPLITS)})")
+    if split == "test":
+        return plant_ids(data_dir / "test")
+    train = plant_ids(data_dir / "train")
+    valid = read_list(data_dir / valid_list)
+    missing = sorted(set(valid) - set(train))
+    if missing:
+        raise PEAInputError(f"{data_dir / valid_list}: ids not in {data_dir / 'train'}: {', '.join(missing[:5])}")
+    if split == "validation":
+        return valid
+    held = set(valid)
+    return [i for i in train if i not in held]
+
+
+def load_split(data_cfg, split: str) -> list[Sample]:
+    """Read every image of a split at the configured scale."""
+    data_dir = Path(data_cfg["data_dir"])
+    folder = data_dir / ("test" if split == "test" else "train")
+    scale = float(data_cfg["scale"])
+    samples = []
+    for pid in split_ids(data_dir, split, data_cfg["valid_list"]):
+        image = read_rgb(folder / f"{pid}_rgb.png")
+        shape = image.shape[:2]
+        gt = labels = fg = None
+        if split != "test":
+            gt = read_labels(str(folder / f"{pid}_label.png")).astype(np.int32)
+            if gt.shape != shape:
+                raise PEAInputError(f"{folder / f'{pid}_label.png'}: shape {gt.shape} differs from the image {shape}")
+            labels = rescale(gt, scale, nearest=True)
+        fg_path = folder / f"{pid}_fg.png"
+        if fg_path.is_file():
+            fg = rescale(read_mask(fg_path).astype(np.uint8), scale, nearest=True).astype(bool)
+        elif labels is not None:
+            fg = labels > 0
+        samples.append(Sample(pid, rescale(image, scale, nearest=False), labels, fg, shape, gt))
+    return samples
+
+
+VALID_SPLIT = "validation"
+METRICS = ("sbd", "dic", "voi", "arand")
+
+
+def train_dataset(cfg, samples: list[Sample]):
+    """Random augmented crops of the training plants (METHOD.md section 6)."""
+    from functools import partial
+
+    from pea.augment import Augment2D, normalize
+    from pea.data.common import TrainDataset
+
+    return TrainDataset(samples, Augment2D(cfg.DATA), partial(normalize, mode=cfg.DATA.normalize), cfg.TRAIN.seed)
+
+
+def write_submission(out_dir: str | Path, segs: dict[str, np.ndarray]) -> Path:
+    """The challenge file: HDF5 with one dataset A1/plantNNN/label per test image."""
+    import h5py
+
+    path = Path(out_dir) / "submission.h5"
+    with h5py.File(path, "w") as f:
+        for name, seg in sorted(segs.items()):
+            dtype = np.uint8 if seg.max() < 256 else np.uint16
+            f.create_dataset(f"A1/{name}/label", data=seg.astype(dtype), compression="gzip")
+    return path

@@ -1,0 +1,175 @@
+"""Prediction: affinities = ReLU(SCM of the full-resolution embedding), for whole 2D images
+and for volumes by overlapping sliding windows; then instances by post-processing."""
+from __future__ import annotations
+
+import sys
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+from skimage.morphology import remove_small_objects
+from tqdm import tqdm
+
+from pea.affinity import Offset, embedding_affinity
+from pea.augment import normalize
+from pea.data.common import Sample, pad_to, padded_shape
+from pea.postprocess import merge_small_objects, mutex_watershed
+
+
+def select_device(name: str = "auto", quiet: bool = False) -> torch.device:
+    """CUDA when available (or asked for), else the CPU with a one-line notice."""
+    if name != "auto":
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device '{name}' was asked for but CUDA is not available")
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if not quiet:
+        print("notice: CUDA is not available, running on the CPU", file=sys.stderr)
+    return torch.device("cpu")
+
+
+def to_input(image: np.ndarray, mode: str, device: torch.device) -> torch.Tensor:
+    """(*spatial, C) image in [0, 1] -> normalised (1, C, *spatial) tensor."""
+    x = normalize(image, mode)
+    return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None].to(device)
+
+
+@torch.no_grad()
+def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], data_cfg: Mapping,
+                  device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
+    """Affinities (C, H, W) and foreground probability (H, W) or None for one 2D image
+    (H, W, C) in [0, 1], reflect-padded to the configured size and cropped back."""
+    padded, crop = pad_to(image, padded_shape(image.shape[:2], data_cfg["padded_size"]))
+    out = model(to_input(padded, data_cfg["normalize"], device))
+    affs = torch.relu(embedding_affinity(out["embeddings"][0], offsets))[0]
+    affs = affs[(slice(None),) + crop].float().cpu().numpy()
+    fg = out.get("foreground")
+    if fg is not None:
+        fg = torch.softmax(fg.float(), dim=1)[0, 1][crop].cpu().numpy()
+    return affs, fg
+
+
+def _profile(n: int, overlap: int) -> np.ndarray:
+    """Blending weights along one window axis: a linear ramp over the overlap, never 0."""
+    i = np.arange(n, dtype=np.float64)
+    ramp = max(1, overlap)
+    return np.clip(np.minimum(i + 1, n - i) / (ramp + 1), 1.0 / (ramp + 1), 1.0)
+
+
+def _starts(n: int, window: int, overlap: int) -> list[int]:
+    """Window starts covering [0, n) with at least `overlap` between neighbours."""
+    if window >= n:
+        return [0]
+    step = max(1, window - overlap)
+    starts = list(range(0, n - window, step)) + [n - window]
+    return sorted(set(starts))
+
+
+@torch.no_grad()
+def predict_volume(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int],
+                   overlap: Sequence[int], data_cfg: Mapping, device: torch.device,
+                   progress: bool = True) -> np.ndarray:
+    """Affinities (C, *spatial) of a volume (*spatial, C_in) by overlapping sliding windows.
+
+    Each window's affinities count only where the partner voxel lies inside the window, and
+    are blended with separable ramp weights. Because both the weights and the validity are
+    products over the axes, the normaliser is an outer product of 1D sums: memory is the
+    input, the output and one window.
+    """
+    spatial = volume.shape[:-1]
+    window = [min(int(w), int(n)) for w, n in zip(window, spatial)]
+    starts = [_starts(n, w, o) for n, w, o in zip(spatial, window, overlap)]
+    profiles = [_profile(w, o) for w, o in zip(window, overlap)]
+    out = np.zeros((len(offsets),) + tuple(spatial), dtype=np.float32)
+    grid = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(spatial))
+    weight = np.ones(window, dtype=np.float32)
+    for d, p in enumerate(profiles):
+        weight *= p.reshape([-1 if k == d else 1 for k in range(len(spatial))]).astype(np.float32)
+    valid = _validity(offsets, window)
+    for start in tqdm(grid, desc="sliding windows", disable=not progress, leave=False):
+        sl = tuple(slice(s, s + w) for s, w in zip(start, window))
+        emb = model(to_input(volume[sl], data_cfg["normalize"], device))["embeddings"][0]
+        affs = torch.relu(embedding_affinity(emb, offsets))[0].float().cpu().numpy()
+        out[(slice(None),) + sl] += affs * valid * weight
+    for c, off in enumerate(offsets):
+        norm = np.ones((), dtype=np.float64)
+        for d, (n, w, o, st) in enumerate(zip(spatial, window, off, starts)):
+            axis_sum = np.zeros(n)
+            ok = profiles[d] * _axis_valid(o, w)
+            for s in st:
+                axis_sum[s : s + w] += ok
+            norm = np.multiply.outer(norm, axis_sum)
+        out[c] /= np.where(norm > 0, norm, 1.0).astype(np.float32)
+    return out
+
+
+def _axis_valid(o: int, w: int) -> np.ndarray:
+    i = np.arange(w)
+    return ((i + o >= 0) & (i + o < w)).astype(np.float64)
+
+
+def _validity(offsets: Sequence[Offset], window: Sequence[int]) -> np.ndarray:
+    """(C, *window) 1 where the partner voxel lies inside the window."""
+    out = np.ones((len(offsets),) + tuple(window), dtype=np.float32)
+    for c, off in enumerate(offsets):
+        for d, (o, w) in enumerate(zip(off, window)):
+            out[c] *= _axis_valid(o, w).reshape([-1 if k == d else 1 for k in range(len(window))]).astype(np.float32)
+    return out
+
+
+def foreground_mask(sample: Sample, fg_prob: np.ndarray | None, test_cfg: Mapping) -> np.ndarray | None:
+    """The mask for the partitioner: the given foreground ('gt'), the predicted one ('pred',
+    specks under `fg_min_size` removed) or none."""
+    mode = test_cfg["mask"]
+    if mode == "gt":
+        if sample.fg is None:
+            raise ValueError(f"{sample.name}: TEST.mask is 'gt' but the sample has no foreground mask")
+        return sample.fg.astype(bool)
+    if mode == "pred":
+        if fg_prob is None:
+            raise ValueError("TEST.mask is 'pred' but the network has no foreground head (MODEL.fg_head)")
+        mask = fg_prob > 0.5
+        if test_cfg["fg_min_size"] > 0:
+            mask = remove_small_objects(mask, max_size=int(test_cfg["fg_min_size"]) - 1)
+        return mask
+    return None
+
+
+def segment_image(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping,
+                  mask: np.ndarray | None) -> np.ndarray:
+    """Mutex Watershed under the mask, then small-object merging."""
+    seg = mutex_watershed(affs, offsets, test_cfg["strides"], mask)
+    return merge_small_objects(seg, test_cfg["small_objects"])
+
+
+def segment_sample(model: torch.nn.Module, sample: Sample, cfg: Mapping, offsets: Sequence[Offset],
+                   device: torch.device, methods: Sequence[str] = ("mutex",)) -> dict:
+    """Predict and partition one sample; segmentations come back at the original shape.
+
+    Returns {"affs": (C, *spatial) at the working resolution, "fg": probability or None,
+    "seg": {method: labels}}. 2D images use Mutex Watershed; volumes (Z, Y, X, 1) any of
+    "waterz", "lmc" (multicut), "mutex".
+    """
+    from pea.data.common import resize
+    from pea.postprocess import multicut_segment, waterz_segment
+
+    test = cfg["TEST"]
+    if sample.image.ndim == 3:
+        affs, fg = predict_image(model, sample.image, offsets, cfg["DATA"], device)
+        seg = segment_image(affs, offsets, test, foreground_mask(sample, fg, test))
+        if seg.shape != tuple(sample.shape):
+            seg = resize(seg.astype(np.int64), sample.shape, nearest=True)
+        return {"affs": affs, "fg": fg, "seg": {"mutex": seg}}
+    affs = predict_volume(model, sample.image, offsets, test["window"], test["overlap"], cfg["DATA"], device)
+    segs = {}
+    for method in methods:
+        if method == "waterz":
+            segs[method] = waterz_segment(affs, test["waterz_threshold"])
+        elif method == "lmc":
+            segs[method] = multicut_segment(affs, offsets)
+        elif method == "mutex":
+            segs[method] = mutex_watershed(affs, offsets, test["mws_strides"])
+        else:
+            raise ValueError(f"unknown post-processing method '{method}' (waterz, lmc, mutex)")
+    return {"affs": affs, "fg": None, "seg": segs}

@@ -1,0 +1,61 @@
+"""PEA training loss: SCM, CCM and EPM affinity losses plus the optional foreground head."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from pea.affinity import Offset, affinity_loss, affinity_targets, balanced_weights, nearest_downsample
+
+
+class PEALoss:
+    """The loss of METHOD.md sections 2 and 4 for a batch of labels and network outputs.
+
+    `out` and `out2` are network outputs (dicts with "embeddings", full resolution first, and
+    "foreground"); `out2` is the second view with its flips already undone (CCM).
+    """
+
+    def __init__(self, loss_cfg: Mapping, offsets: Sequence[Offset], group_size: int):
+        self.cfg = loss_cfg
+        self.offsets = list(offsets)
+        self.group_size = group_size
+        self.clip = tuple(loss_cfg["weight_clip"])
+
+    def targets(self, labels: torch.Tensor, offsets: Sequence[Offset]) -> tuple[torch.Tensor, ...]:
+        """Full-size targets, masks and weights (for inspection and benchmarks; the loss
+        itself works on the valid pairs only)."""
+        target, mask = affinity_targets(labels, offsets)
+        return target, mask, balanced_weights(target, mask, self.clip)
+
+    def pyramid_targets(self, labels: torch.Tensor, shapes: Sequence[Sequence[int]]) -> list[tuple]:
+        """Targets for the lower pyramid levels: nearest-downsampled labels, shortest shifts only."""
+        return [self.targets(nearest_downsample(labels, shape), offsets)
+                for shape, offsets in zip(shapes, self.level_offsets())]
+
+    def level_offsets(self) -> list[list[Offset]]:
+        """The offsets supervised at 1/2, 1/4, ...: the first `epm_groups[k]` shift groups."""
+        return [self.offsets[: groups * self.group_size] for groups in self.cfg["epm_groups"]]
+
+    def __call__(self, out: Mapping, labels: torch.Tensor, out2: Mapping | None = None) -> tuple[torch.Tensor, dict]:
+        cfg = self.cfg
+        emb = out["embeddings"]
+        parts: dict[str, torch.Tensor] = {}
+        if cfg["scm"]:
+            parts["scm"] = cfg["scm_weight"] * affinity_loss(emb[0], labels, self.offsets, self.clip)
+        if cfg["ccm"] and out2 is not None:
+            cross = affinity_loss(emb[0], labels, self.offsets, self.clip, other=out2["embeddings"][0])
+            parts["ccm"] = cfg["ccm_weight"] * cross
+        if cfg["epm"]:
+            total = emb[0].new_zeros(())
+            for e, offsets in zip(emb[1:], self.level_offsets()):
+                total = total + affinity_loss(e, nearest_downsample(labels, e.shape[2:]), offsets, self.clip)
+            parts["epm"] = cfg["epm_weight"] * total
+        if cfg["mask_weight"] > 0 and out.get("foreground") is not None:
+            class_weight = torch.tensor([1.0, cfg["fg_class_weight"]], device=labels.device)
+            fg_loss = F.cross_entropy(out["foreground"], (labels > 0).long(), weight=class_weight)
+            parts["fg"] = cfg["mask_weight"] * fg_loss
+        if not parts:
+            raise ValueError("LOSS: every loss term is switched off (scm, ccm, epm, mask_weight)")
+        total = sum(parts.values())
+        return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -1,0 +1,1 @@
+"""Generators of look-alike data in the real data sets' on-disk layouts."""

@@ -1,0 +1,205 @@
+"""The training engine: one loop for every data set (2D and 3D), with validation, model
+selection, atomic checkpoints, exact resumption, TensorBoard and text logs."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pea.affinity import resolve_offsets
+from pea.augment import second_view, undo_flip
+from pea.config import Config, make_config
+from pea.data import get_reader
+from pea.errors import PEAInputError
+from pea.inference import segment_sample, select_device
+from pea.losses import PEALoss
+from pea.metrics import evaluate
+from pea.models import build_model, load_state_dict_checked
+
+LOWER_IS_BETTER = {"voi", "arand", "voi_split", "voi_merge", "abs_dic"}
+
+
+def save_checkpoint(path: Path, state: Mapping) -> None:
+    """Write to a temporary file in the same folder and rename: never a broken checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(dict(state), tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a checkpoint written by `save_checkpoint` (weights only, no pickled code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PEAInputError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt files
+        raise PEAInputError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, Mapping) or "model_weights" not in ckpt:
+        raise PEAInputError(f"{path}: no 'model_weights' key in the checkpoint")
+    return dict(ckpt)
+
+
+def model_from_checkpoint(ckpt: Mapping, device: torch.device) -> tuple[torch.nn.Module, Config]:
+    """Rebuild the network from the checkpoint's stored config and load its weights."""
+    cfg = make_config(ckpt.get("config", {}), "checkpoint config")
+    model = build_model(cfg.MODEL)
+    load_state_dict_checked(model, ckpt["model_weights"])
+    return model.to(device).eval(), cfg
+
+
+def validate(model: torch.nn.Module, samples, cfg: Config, offsets, device, metrics) -> tuple[dict, list[dict]]:
+    """Segment the samples and score them against their labels; returns (means, rows)."""
+    was_training = model.training
+    model.eval()
+    rows = []
+    for sample in samples:
+        seg = segment_sample(model, sample, cfg, offsets, device, methods=_valid_methods(sample))
+        first = next(iter(seg["seg"].values()))
+        rows.append({"name": sample.name, **evaluate(first, sample.gt, metrics=list(metrics))})
+    model.train(was_training)
+    keys = [k for k in rows[0] if k != "name"] if rows else []
+    return {k: float(np.mean([r[k] for r in rows])) for k in keys}, rows
+
+
+def _valid_methods(sample) -> tuple[str, ...]:
+    return ("mutex",) if sample.image.ndim == 3 else ("waterz",)
+
+
+class Trainer:
+    """Trains a PEA network as the config says; `run()` returns the best validation scores."""
+
+    def __init__(self, cfg: Config, run_dir: str | Path, device: torch.device | None = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.device = device or select_device(cfg.TRAIN.device)
+        self.offsets, group = resolve_offsets(cfg.DATA)
+        self.reader = get_reader(cfg.DATA.dataset)
+        torch.manual_seed(cfg.TRAIN.seed)
+        np.random.seed(cfg.TRAIN.seed % 2**32)
+        self.model = build_model(cfg.MODEL).to(self.device)
+        t = cfg.TRAIN
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
+                                          weight_decay=t.weight_decay, amsgrad=t.amsgrad)
+        self.loss = PEALoss(cfg.LOSS, self.offsets, group)
+        self.iteration = 0
+        self.best = {"score": None, "iteration": 0, "scores": {}}
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "model_weights": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "config": self.cfg.to_dict(),
+            "best": json.dumps(self.best),
+        }
+
+    def resume(self, path: str | Path) -> None:
+        ckpt = load_checkpoint(path)
+        load_state_dict_checked(self.model, ckpt["model_weights"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.iteration = int(ckpt["iteration"])
+        self.best = json.loads(ckpt.get("best", "null")) or self.best
+
+    # -- the loop ----------------------------------------------------------------------
+    def _better(self, score: float) -> bool:
+        if self.best["score"] is None:
+            return True
+        lower = self.cfg.TRAIN.select_metric in LOWER_IS_BETTER
+        return score < self.best["score"] if lower else score > self.best["score"]
+
+    def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict]:
+        cfg = self.cfg
+        x, labels = x.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        use_ccm = cfg.LOSS.ccm
+        if use_ccm:
+            gen = torch.Generator().manual_seed(cfg.TRAIN.seed * 1_000_003 + self.iteration)
+            view, dims = second_view(x, labels, cfg.LOSS, gen)
+            out_both = self.model(torch.cat([x, view]))
+            b = x.shape[0]
+            out = {k: _split(v, b, 0) for k, v in out_both.items()}
+            out2 = {k: _split(v, b, 1) for k, v in out_both.items()}
+            out2["embeddings"] = [undo_flip(e, dims) for e in out2["embeddings"]]
+        else:
+            out, out2 = self.model(x), None
+        loss, parts = self.loss(out, labels, out2)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.detach()), parts
+
+    def run(self, log=print) -> dict:
+        cfg, t = self.cfg, self.cfg.TRAIN
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        train_samples = self.reader.load_split(cfg.DATA, "train")
+        valid_samples = self.reader.load_split(cfg.DATA, self.reader.VALID_SPLIT)
+        if t.max_valid_images:
+            valid_samples = valid_samples[: t.max_valid_images]
+        dataset = self.reader.train_dataset(cfg, train_samples)
+        start = self.iteration
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=t.batch_size, sampler=range(start * t.batch_size, t.iterations * t.batch_size),
+            num_workers=cfg.DATA.num_workers, pin_memory=self.device.type == "cuda",
+            persistent_workers=False, drop_last=True)
+        from tensorboardX import SummaryWriter
+
+        writer = SummaryWriter(str(self.run_dir / "tensorboard"))
+        text_log = open(self.run_dir / "log.txt", "a")
+
+        def note(line: str) -> None:
+            text_log.write(line + "\n")
+            text_log.flush()
+
+        note(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} start at iteration {start} on {self.device}; "
+             f"{len(train_samples)} training, {len(valid_samples)} validation samples")
+        self.model.train()
+        bar = tqdm(loader, total=t.iterations - start, initial=0, desc=cfg.NAME, dynamic_ncols=True)
+        running = []
+        for x, labels in bar:
+            self.iteration += 1
+            loss, parts = self.step(x, labels)
+            running.append(loss)
+            bar.set_postfix(loss=f"{loss:.4f}", best=self.best["score"])
+            if self.iteration % t.log_every == 0:
+                mean = float(np.mean(running))
+                running = []
+                writer.add_scalar("loss/total", mean, self.iteration)
+                for k, v in parts.items():
+                    writer.add_scalar(f"loss/{k}", v, self.iteration)
+                note(f"iter {self.iteration} loss {mean:.5f} " + " ".join(f"{k} {v:.5f}" for k, v in parts.items()))
+            last = self.iteration == t.iterations
+            if valid_samples and (self.iteration % t.valid_every == 0 or last):
+                scores, _ = validate(self.model, valid_samples, cfg, self.offsets, self.device, self.reader.METRICS)
+                for k, v in scores.items():
+                    writer.add_scalar(f"valid/{k}", v, self.iteration)
+                line = " ".join(f"{k}={v:.4f}" for k, v in scores.items())
+                note(f"valid {self.iteration} {line}")
+                bar.write(f"[valid] iter {self.iteration}: {line}")
+                score = scores[t.select_metric]
+                if self._better(score):
+                    self.best = {"score": score, "iteration": self.iteration, "scores": scores}
+                    save_checkpoint(self.run_dir / "best.ckpt", self.state())
+            if self.iteration % t.save_every == 0 or last:
+                save_checkpoint(self.run_dir / "last.ckpt", self.state())
+        bar.close()
+        writer.close()
+        note(f"# done: best {t.select_metric} {self.best['score']} at iteration {self.best['iteration']}")
+        text_log.close()
+        return self.best
+
+
+def _split(value, b: int, half: int):
+    """Half of a batched output (a tensor, a list of tensors or None)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return [v[half * b:(half + 1) * b] for v in value]
+    return value[half * b:(half + 1) * b]
