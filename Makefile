@@ -20,6 +20,24 @@ demo-cvppp: install
 	cd scripts_cvppp && $(PYTHON) main.py -c=cvppp_demo
 	cd scripts_cvppp && $(PYTHON) inference.py -c=cvppp_demo -mn=$(DEMO_RUN) -id=best -m=validation
 
+# make demo-ac3ac4: AC3/AC4 look-alike volumes, train ac3ac4_demo, then score the untrained
+# (initial) and the trained network on the test volume with waterz, multicut and Mutex Watershed.
+AC_RUN := ac3ac4_demo
+demo-ac3ac4: install
+	$(PYTHON) -m pea.cli synth ac3ac4 --out data/AC3-AC4_synth --seed 1 --depth 32 --size 160 --test-depth 16
+	rm -rf models/$(AC_RUN) models/$(AC_RUN)_untrained inference/$(AC_RUN) inference/$(AC_RUN)_untrained
+	cd scripts_ac3ac4 && $(PYTHON) main.py -c=ac3ac4_demo
+	cd scripts_ac3ac4 && $(PYTHON) untrained.py -c=ac3ac4_demo
+	mkdir -p inference/$(AC_RUN)_untrained inference/$(AC_RUN)
+	cd scripts_ac3ac4 && $(PYTHON) inference.py -c=ac3ac4_demo -mn=$(AC_RUN)_untrained -id=init -m=ac3 \
+		--waterz --lmc --mutex > ../inference/$(AC_RUN)_untrained/summary.txt
+	cd scripts_ac3ac4 && $(PYTHON) inference.py -c=ac3ac4_demo -mn=$(AC_RUN) -id=best -m=ac3 \
+		--waterz --lmc --mutex > ../inference/$(AC_RUN)/summary.txt
+	@echo "== AC3 look-alike, untrained network (the initial weights of the run) =="
+	@cat inference/$(AC_RUN)_untrained/summary.txt
+	@echo "== AC3 look-alike, trained network (best validation VOI) =="
+	@cat inference/$(AC_RUN)/summary.txt
+
 test: install
 	$(PYTHON) -m pytest -q -m "not slow"
 

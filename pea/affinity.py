@@ -66,14 +66,14 @@ def _pair_slices(offset: Offset, shape: Sequence[int]) -> tuple[tuple[slice, ...
 
 
 def pair_target(labels: torch.Tensor, offset: Offset) -> tuple[tuple[slice, ...], tuple[slice, ...], torch.Tensor]:
-    """For one offset: the slices of p and p + o inside the image and the target on them
-    (1 where label(p) == label(p+o), background pairs included), shape (B, *valid)."""
+    """For one offset: the slices of p and p + o inside the image and the boolean target on
+    them (True where label(p) == label(p+o), background pairs included), shape (B, *valid)."""
     shape = labels.shape[1:]
     if len(offset) != len(shape):
         raise PEAInputError(f"offset {offset} does not fit labels of spatial shape {tuple(shape)}")
     p, q = _pair_slices(offset, shape)
     every = (slice(None),)
-    return p, q, (labels[every + p] == labels[every + q]).float()
+    return p, q, labels[every + p] == labels[every + q]
 
 
 def affinity_targets(labels: torch.Tensor, offsets: Sequence[Offset]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,9 +86,14 @@ def affinity_targets(labels: torch.Tensor, offsets: Sequence[Offset]) -> tuple[t
     mask = torch.zeros_like(target)
     for c, off in enumerate(offsets):
         p, _, t = pair_target(labels, off)
-        target[(slice(None), c) + p] = t
+        target[(slice(None), c) + p] = t.float()
         mask[(slice(None), c) + p] = 1.0
     return target, mask
+
+
+def fraction_of_ones(t: torch.Tensor) -> torch.Tensor:
+    """Per sample, the fraction of True in a boolean (B, ...) target."""
+    return t.flatten(1).sum(1) / max(1, t[0].numel())
 
 
 def class_weights(f: torch.Tensor, clip: Sequence[float] = (0.05, 0.99)) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,11 +143,11 @@ def affinity_loss(emb: torch.Tensor, labels: torch.Tensor, offsets: Sequence[Off
         p, q, t = pair_target(labels, off)
         if t.numel() == 0:
             continue
-        w_one, w_zero = class_weights(t.flatten(1).mean(1), clip)
+        w_one, w_zero = class_weights(fraction_of_ones(t), clip)
         view = (-1,) + (1,) * (t.ndim - 1)
-        w = torch.where(t > 0.5, w_one.view(view), w_zero.view(view))
         aff = (e1[every + p] * e2[every + q]).sum(1)
-        total = total + (w * (aff - t) ** 2).sum()
+        err = torch.where(t, aff - 1, aff)
+        total = total + (torch.where(t, w_one.view(view), w_zero.view(view)) * err * err).sum()
     return total / labels.numel()
 
 

@@ -137,9 +137,14 @@ def foreground_mask(sample: Sample, fg_prob: np.ndarray | None, test_cfg: Mappin
 
 
 def segment_image(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping,
-                  mask: np.ndarray | None) -> np.ndarray:
-    """Mutex Watershed under the mask, then small-object merging."""
+                  mask: np.ndarray | None, shape: Sequence[int] | None = None) -> np.ndarray:
+    """Mutex Watershed under the mask, brought to `shape` (the original image size, when
+    working at another scale), then small-object merging with sizes in original pixels."""
+    from pea.data.common import resize
+
     seg = mutex_watershed(affs, offsets, test_cfg["strides"], mask)
+    if shape is not None and tuple(shape) != seg.shape:
+        seg = resize(seg.astype(np.int64), shape, nearest=True)
     return merge_small_objects(seg, test_cfg["small_objects"])
 
 
@@ -151,15 +156,12 @@ def segment_sample(model: torch.nn.Module, sample: Sample, cfg: Mapping, offsets
     "seg": {method: labels}}. 2D images use Mutex Watershed; volumes (Z, Y, X, 1) any of
     "waterz", "lmc" (multicut), "mutex".
     """
-    from pea.data.common import resize
     from pea.postprocess import multicut_segment, waterz_segment
 
     test = cfg["TEST"]
     if sample.image.ndim == 3:
         affs, fg = predict_image(model, sample.image, offsets, cfg["DATA"], device)
-        seg = segment_image(affs, offsets, test, foreground_mask(sample, fg, test))
-        if seg.shape != tuple(sample.shape):
-            seg = resize(seg.astype(np.int64), sample.shape, nearest=True)
+        seg = segment_image(affs, offsets, test, foreground_mask(sample, fg, test), sample.shape)
         return {"affs": affs, "fg": fg, "seg": {"mutex": seg}}
     affs = predict_volume(model, sample.image, offsets, test["window"], test["overlap"], cfg["DATA"], device)
     segs = {}

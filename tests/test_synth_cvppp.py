@@ -5,11 +5,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from skimage.measure import label as connected_components
 import pytest
 from PIL import Image
 
 from pea.errors import PEAInputError
-from pea.synth.cvppp import MIN_VISIBLE_AREA, generate_cvppp, make_plant
+from pea.synth.cvppp import generate_cvppp, make_plant, min_visible_area
 
 SMALL = dict(n_train=4, n_test=2, n_valid=2, height=160, width=150)
 
@@ -106,7 +107,9 @@ def test_make_plant(seed):
     assert n_leaves - 2 <= n <= n_leaves
     np.testing.assert_array_equal(np.unique(labels), np.arange(n + 1))
     mean, chroma, counts = _leaf_stats(rgb, labels)
-    assert counts[1:].min() >= MIN_VISIBLE_AREA
+    assert counts[1:].min() >= min_visible_area(200, 180)
+    # every leaf's visible part is one connected region
+    assert connected_components(labels, background=0, connectivity=1).max() == n
     # leaves are green: the green channel dominates every leaf's mean colour
     assert (mean[1:, 1] > mean[1:, 0]).all() and (mean[1:, 1] > mean[1:, 2]).all()
     # leaves share one colour: leaf chromaticities lie close together compared with the background

@@ -14,12 +14,13 @@ from typing import NamedTuple
 
 import cv2
 import numpy as np
+from skimage.measure import label as connected_components
 from PIL import Image
 
 from pea.errors import PEAInputError
 
 GOLDEN_ANGLE = np.deg2rad(137.508)
-MIN_VISIBLE_AREA = 30  # px; leaves that show less are dropped before rendering
+MIN_VISIBLE_AREA = 300  # px at 530 x 500 (scaled with the image area); smaller leaves are dropped
 
 
 class _Leaf(NamedTuple):
@@ -155,6 +156,39 @@ def _paint_labels(leaves: list[_Leaf], shape: tuple[int, int]) -> np.ndarray:
     return labels
 
 
+def min_visible_area(height: int, width: int) -> int:
+    """The smallest visible leaf area for an image size (MIN_VISIBLE_AREA at 530 x 500)."""
+    return max(8, round(MIN_VISIBLE_AREA * height * width / (530 * 500)))
+
+
+def _visible_leaves(leaves: list[_Leaf], shape: tuple[int, int], min_area: int) -> list[_Leaf]:
+    """Make every leaf's visible part one connected region of at least `min_area` pixels.
+
+    A leaf cut into pieces by younger leaves keeps its largest piece: the other pieces are
+    removed from its mask, so image and labels agree. Leaves left too small are dropped.
+    Removing pixels can expose leaves below, hence the loop.
+    """
+    while True:
+        labels = _paint_labels(leaves, shape)
+        pieces = connected_components(labels, background=0, connectivity=1)
+        size = np.bincount(pieces.ravel())
+        owner = np.zeros(size.size, dtype=np.int64)
+        owner[pieces.ravel()] = labels.ravel()
+        largest = np.zeros(len(leaves) + 1, dtype=np.int64)
+        order = np.lexsort((size[1:], owner[1:])) + 1  # by leaf, then by size
+        largest[owner[order]] = order  # the last (largest) piece of each leaf wins
+        stray = (pieces > 0) & (largest[labels] != pieces)
+        area = np.bincount(labels[~stray].ravel(), minlength=len(leaves) + 1)[1:]
+        keep = area >= min_area
+        if not stray.any() and keep.all():
+            return leaves
+        for i, leaf in enumerate(leaves, start=1):
+            h, w = leaf.alpha.shape
+            cut = stray[leaf.y0:leaf.y0 + h, leaf.x0:leaf.x0 + w] & (labels[leaf.y0:leaf.y0 + h, leaf.x0:leaf.x0 + w] == i)
+            leaf.alpha[cut] = 0.0
+        leaves = [leaf for leaf, k in zip(leaves, keep) if k]
+
+
 def make_plant(rng: np.random.Generator, height: int, width: int,
                n_leaves: int) -> tuple[np.ndarray, np.ndarray]:
     """One top-view rosette of `n_leaves` leaves (fewer where some end up hidden).
@@ -189,12 +223,7 @@ def make_plant(rng: np.random.Generator, height: int, width: int,
         if leaf is not None:
             leaves.append(leaf)
 
-    while True:  # drop leaves that stay (almost) hidden; hiding one can expose others
-        areas = np.bincount(_paint_labels(leaves, shape).ravel(), minlength=len(leaves) + 1)[1:]
-        keep = areas >= MIN_VISIBLE_AREA
-        if keep.all():
-            break
-        leaves = [leaf for leaf, k in zip(leaves, keep) if k]
+    leaves = _visible_leaves(leaves, shape, min_visible_area(height, width))
     labels = _paint_labels(leaves, shape)
 
     canvas = soil

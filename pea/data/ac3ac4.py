@@ -1,0 +1,153 @@
+"""AC3/AC4 reader (METHOD.md section 9): AC4_inputs.h5 / AC4_labels.h5 (the first
+DATA.train_sections sections train, the rest validate) and AC3_inputs.h5 / AC3_labels.h5
+(test, split 'ac3'); each file holds one dataset 'main' (z, y, x).
+
+Samples are whole volumes: `image` (Z, Y, X, 1) float32 in [0, 1], `labels` and `gt` the
+stored ids (Z, Y, X). Border widening (DATA.widen_border) touches the training targets only:
+it is applied to each augmented training crop, never to `labels` or `gt`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import h5py
+import numpy as np
+
+from pea.affinity import widen_border
+from pea.data.common import Sample
+from pea.errors import PEAInputError
+
+SPLITS = {"train": "AC4", "validation": "AC4", "ac3": "AC3"}
+DATASET = "main"
+VALID_SPLIT = "validation"
+METRICS = ("voi", "arand")
+# extra (z, y, x) context read around a training crop so that warps and shifts never reach
+# its border; cut off again after augmentation
+AUGMENT_MARGIN = (0, 16, 16)
+
+
+def read_volume(path: Path, key: str = DATASET) -> np.ndarray:
+    """The (z, y, x) dataset `key` of an HDF5 file."""
+    if not path.is_file():
+        raise PEAInputError(f"{path}: file not found")
+    try:
+        with h5py.File(path, "r") as f:
+            if not isinstance(f.get(key), h5py.Dataset):
+                found = ", ".join(sorted(f.keys())) or "nothing"
+                raise PEAInputError(f"{path}: no dataset '{key}' (found: {found})")
+            data = f[key][()]
+    except OSError as err:
+        raise PEAInputError(f"{path}: not a readable HDF5 file ({err})") from None
+    if data.ndim != 3:
+        raise PEAInputError(f"{path}: dataset '{key}' has shape {data.shape}, expected (z, y, x)")
+    return data
+
+
+def to_unit(image: np.ndarray, path: Path) -> np.ndarray:
+    """uint8 sections as float32 in [0, 1] (/ 255); float data must already lie in [0, 1]."""
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    if image.dtype.kind == "f" and image.size and np.isfinite(image).all() and 0 <= image.min() <= image.max() <= 1:
+        return image.astype(np.float32)
+    raise PEAInputError(f"{path}: dataset '{DATASET}' of dtype {image.dtype} is neither uint8 nor float in [0, 1]")
+
+
+def check_ids(labels: np.ndarray, path: Path) -> np.ndarray:
+    """Integer ids as int64 (what the training targets and the metrics take)."""
+    if labels.dtype.kind not in "iu":
+        raise PEAInputError(f"{path}: dataset '{DATASET}' has dtype {labels.dtype}: labels must be integers")
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        raise PEAInputError(f"{path}: dataset '{DATASET}' has negative labels (min {labels.min()})")
+    if labels.dtype == np.uint64 and labels.size and labels.max() >= 2**63:
+        raise PEAInputError(f"{path}: dataset '{DATASET}' has ids beyond int64 (max {labels.max()})")
+    return labels.astype(np.int64, copy=False)
+
+
+def section_range(split: str, depth: int, train_sections: int, path: Path) -> slice:
+    """The sections of a split: AC4's first `train_sections` (train) or the rest (validation);
+    all of AC3."""
+    if split == "ac3":
+        return slice(0, depth)
+    if not 0 < train_sections < depth:
+        raise PEAInputError(f"DATA.train_sections = {train_sections}: {path} has {depth} sections, "
+                            f"need 0 < train_sections < {depth} to leave some for validation")
+    return slice(0, train_sections) if split == "train" else slice(train_sections, depth)
+
+
+def load_split(data_cfg: Mapping, split: str) -> list[Sample]:
+    """The one volume of a split ('train', 'validation' or 'ac3')."""
+    if split not in SPLITS:
+        raise PEAInputError(f"unknown AC3/AC4 split '{split}' (use one of {', '.join(SPLITS)})")
+    folder = Path(data_cfg["data_dir"])
+    image_path = folder / f"{SPLITS[split]}_inputs.h5"
+    label_path = folder / f"{SPLITS[split]}_labels.h5"
+    image = read_volume(image_path)
+    labels = read_volume(label_path)
+    if labels.shape != image.shape:
+        raise PEAInputError(f"{label_path}: dataset '{DATASET}' has shape {labels.shape}, "
+                            f"but {image_path} has {image.shape}")
+    sections = section_range(split, image.shape[0], int(data_cfg["train_sections"]), image_path)
+    image = to_unit(image[sections], image_path)[..., None]
+    labels = check_ids(labels[sections], label_path)
+    name = f"{SPLITS[split]}_{split}" if split != "ac3" else "AC3"
+    return [Sample(name, image, labels, None, labels.shape, labels)]
+
+
+def unique_border_ids(labels: np.ndarray) -> np.ndarray:
+    """Give every background voxel (id 0) an id of its own, above the object ids.
+
+    In EM the background is membrane (widened borders, unlabelled boundaries), not a class:
+    as in the paper's 3D targets (seg_to_aff, which multiplies by seg > 0), a background voxel
+    is affine to nothing, not even to its background neighbours (which `pea.affinity`, made
+    for 2D foreground/background images, counts as 'same'). Otherwise the whole membrane
+    network would be taught to be one object."""
+    out = labels.astype(np.int64, copy=True)
+    border = out == 0
+    out[border] = out.max(initial=0) + 1 + np.arange(int(border.sum()))
+    return out
+
+
+class EMCrop:
+    """A training crop of `crop_size` (z, y, x): read with `AUGMENT_MARGIN` around it, EM
+    augmentation (pea.augment_em, probabilities from DATA.em_augment), centre-cropped, borders
+    widened (DATA.widen_border), and every background voxel made affine to nothing.
+
+    Called with a volume (Z, Y, X, 1) in [0, 1] and its labels (Z, Y, X) as
+    `pea.data.common.TrainDataset` does; returns the crop (z, y, x, 1) and its labels."""
+
+    def __init__(self, data_cfg: Mapping):
+        from pea.augment_em import EMAugmenter
+
+        crop = [int(c) for c in data_cfg["crop_size"]]
+        if len(crop) != 3 or min(crop) < 1:
+            raise PEAInputError(f"DATA.crop_size {data_cfg['crop_size']}: need three positive sizes (z, y, x)")
+        self.crop = np.array(crop)
+        self.widen = bool(data_cfg["widen_border"])
+        self.augment = EMAugmenter(dict(data_cfg["em_augment"] or {}))
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        shape = np.array(labels.shape)
+        if (self.crop > shape).any():
+            raise PEAInputError(f"DATA.crop_size {self.crop.tolist()} is larger than the training volume "
+                                f"{tuple(shape)}")
+        margin = np.minimum(AUGMENT_MARGIN, (shape - self.crop) // 2)
+        size = self.crop + 2 * margin
+        start = (rng.random(3) * (shape - size + 1)).astype(int)
+        region = tuple(slice(s, s + n) for s, n in zip(start, size))
+        img, lab = self.augment(image[region + (0,)], labels[region], rng)
+        inner = tuple(slice(m, m + c) for m, c in zip(margin, self.crop))
+        img, lab = img[inner], lab[inner]
+        if self.widen:
+            lab = widen_border(lab)
+        return np.ascontiguousarray(img[..., None]), unique_border_ids(lab)
+
+
+def train_dataset(cfg, samples: Sequence[Sample]):
+    """Random augmented crops of the training volume (METHOD.md sections 4 and 6)."""
+    from functools import partial
+
+    from pea.augment import normalize
+    from pea.data.common import TrainDataset
+
+    return TrainDataset(samples, EMCrop(cfg.DATA), partial(normalize, mode=cfg.DATA.normalize), cfg.TRAIN.seed)

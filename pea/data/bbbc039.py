@@ -1,0 +1,105 @@
+"""BBBC039V1 reader (METHOD.md section 9): images/NAME.tif (16-bit grayscale),
+label_instance/NAME.png (instance ids) and metadata/{training,validation,test}.txt naming the
+images of each split (one NAME.png per line)."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import tifffile
+
+from pea.data.common import Sample, TrainDataset, read_list, rescale
+from pea.errors import PEAInputError
+from pea.io import read_labels
+
+SPLIT_FILES = {"train": "training.txt", "validation": "validation.txt", "test": "test.txt"}
+NAME_SUFFIXES = (".png", ".tif", ".tiff")
+VALID_SPLIT = "validation"
+METRICS = ("aji", "dice", "pq")  # pq also gives dq (object F1 at IoU 0.5, shown as F1) and sq
+
+
+def split_names(data_dir: str | Path, split: str) -> list[str]:
+    """Image names of a split, from metadata/<split>.txt with the file extension stripped."""
+    if split not in SPLIT_FILES:
+        raise PEAInputError(f"unknown BBBC039V1 split '{split}' (use one of {', '.join(SPLIT_FILES)})")
+    path = Path(data_dir) / "metadata" / SPLIT_FILES[split]
+    names = [n[: -len(s)] if (s := Path(n).suffix).lower() in NAME_SUFFIXES else n for n in read_list(path)]
+    if not names:
+        raise PEAInputError(f"{path}: lists no images")
+    return names
+
+
+def percentile_normalize(image: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:
+    """Map the low/high percentiles of an image to 0 and 1 (clipped): float32 in [0, 1]."""
+    lo, hi = np.percentile(image, [float(p) for p in percentiles])
+    out = (image.astype(np.float32) - np.float32(lo)) / np.float32(max(hi - lo, 1e-6))
+    return np.clip(out, 0.0, 1.0)
+
+
+def read_image(path: Path, percentiles: Sequence[float]) -> np.ndarray:
+    """A grayscale TIFF as (H, W, 1) float32 in [0, 1], percentile-normalised."""
+    if not path.is_file():
+        raise PEAInputError(f"{path}: image not found")
+    try:
+        image = tifffile.imread(path)
+    except (tifffile.TiffFileError, OSError, ValueError) as err:
+        raise PEAInputError(f"{path}: cannot read TIFF image ({err})") from None
+    image = np.squeeze(image)
+    if image.ndim != 2:
+        raise PEAInputError(f"{path}: expected one grayscale channel, got shape {image.shape}")
+    return percentile_normalize(image, percentiles)[..., None]
+
+
+def _check_percentiles(data_cfg) -> tuple[float, float]:
+    if data_cfg["normalize"] != "percentile":
+        raise PEAInputError(f"DATA.normalize: '{data_cfg['normalize']}' does not fit BBBC039V1's 16-bit grayscale "
+                            f"images; use 'percentile' (DATA.percentiles [0, 100] is plain min-max)")
+    p = data_cfg["percentiles"]
+    if not (isinstance(p, (list, tuple)) and len(p) == 2 and 0 <= float(p[0]) < float(p[1]) <= 100):
+        raise PEAInputError(f"DATA.percentiles: expected [low, high] with 0 <= low < high <= 100, got {p!r}")
+    return float(p[0]), float(p[1])
+
+
+def load_split(data_cfg, split: str) -> list[Sample]:
+    """Read every image of a split (with its labels) at the configured scale.
+
+    Training and validation images need labels; test images are scored when label_instance/
+    holds all of their labels and only segmented when it holds none of them.
+    """
+    data_dir = Path(data_cfg["data_dir"])
+    percentiles = _check_percentiles(data_cfg)
+    scale = float(data_cfg["scale"])
+    names = split_names(data_dir, split)
+    label_paths = [data_dir / "label_instance" / f"{n}.png" for n in names]
+    present = [p.is_file() for p in label_paths]
+    if split == "test" and not any(present):
+        label_paths = [None] * len(names)
+    elif not all(present):
+        raise PEAInputError(f"{label_paths[present.index(False)]}: label image not found")
+    samples = []
+    for name, label_path in zip(names, label_paths):
+        image_path = data_dir / "images" / f"{name}.tif"
+        image = read_image(image_path, percentiles)
+        shape = image.shape[:2]
+        gt = labels = fg = None
+        if label_path is not None:
+            gt = read_labels(str(label_path))
+            if gt.ndim != 2 or not np.issubdtype(gt.dtype, np.integer):
+                raise PEAInputError(f"{label_path}: expected a grayscale image of integer ids, "
+                                    f"got shape {gt.shape} dtype {gt.dtype}")
+            if gt.shape != shape:
+                raise PEAInputError(f"{label_path}: shape {gt.shape} differs from the image {image_path} {shape}")
+            gt = gt.astype(np.int32)
+            labels = rescale(gt, scale, nearest=True)
+            fg = labels > 0
+        samples.append(Sample(name, rescale(image, scale, nearest=False), labels, fg, shape, gt))
+    return samples
+
+
+def train_dataset(cfg, samples: list[Sample]) -> TrainDataset:
+    """Random augmented crops of the training images (METHOD.md section 6)."""
+    from pea.augment import Augment2D, normalize
+
+    return TrainDataset(samples, Augment2D(cfg.DATA), partial(normalize, mode=cfg.DATA.normalize), cfg.TRAIN.seed)

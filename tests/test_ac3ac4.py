@@ -1,0 +1,247 @@
+"""AC3/AC4: the reader, EM training targets, the 3D post-processing on ground-truth
+affinities, a short 3D training and the inference script."""
+import h5py
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+from skimage.measure import label as connected
+
+from pea.affinity import EM_OFFSETS, affinity_targets, widen_border
+from pea.config import make_config
+from pea.data import ac3ac4
+from pea.errors import PEAInputError
+from pea.metrics import evaluate
+from pea.postprocess import fragments_3d, multicut_segment, mutex_watershed, waterz_segment
+from pea.synth.em import generate_em, make_em_volume
+
+NO_AUGMENT = {name: 0.0 for name in ("flip", "transpose", "rotate90", "intensity", "elastic", "misalign",
+                                     "missing_section", "missing_parts", "motion_blur")}
+
+
+def _data_cfg(folder, **extra):
+    return make_config({"DATA": {"dataset": "ac3ac4", "data_dir": str(folder), "normalize": "unit",
+                                 "offsets": [list(o) for o in EM_OFFSETS], **extra}}).DATA
+
+
+def _write(path, data):
+    with h5py.File(path, "w") as f:
+        f.create_dataset("main", data=data)
+
+
+def _targets(labels):
+    target, mask = affinity_targets(torch.from_numpy(np.asarray(labels, np.int64))[None], EM_OFFSETS)
+    return target[0].numpy(), mask[0].numpy()
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ac3ac4")
+    generate_em(folder, seed=2, depth=12, size=48, test_depth=6, object_size=16)
+    return folder
+
+
+# -- reader ----------------------------------------------------------------------------------
+def test_splits_shapes_and_values(synth):
+    with h5py.File(synth / "AC4_inputs.h5") as f:
+        raw = f["main"][()]
+    with h5py.File(synth / "AC4_labels.h5") as f:
+        ids = f["main"][()]
+    cfg = _data_cfg(synth, train_sections=8)
+    (train,) = ac3ac4.load_split(cfg, "train")
+    (valid,) = ac3ac4.load_split(cfg, "validation")
+    (test,) = ac3ac4.load_split(cfg, "ac3")
+    assert train.image.shape == (8, 48, 48, 1) and valid.image.shape == (4, 48, 48, 1)
+    assert test.image.shape == (6, 48, 48, 1) and test.name == "AC3"
+    assert train.image.dtype == np.float32
+    np.testing.assert_array_equal(train.image[..., 0], raw[:8].astype(np.float32) / 255)
+    np.testing.assert_array_equal(valid.image[..., 0], raw[8:].astype(np.float32) / 255)
+    np.testing.assert_array_equal(train.labels, ids[:8])
+    np.testing.assert_array_equal(valid.gt, ids[8:])
+    assert valid.shape == (4, 48, 48) and valid.fg is None
+    assert ac3ac4.VALID_SPLIT == "validation" and ac3ac4.METRICS == ("voi", "arand")
+
+
+def test_reader_errors_name_the_file_and_dataset(tmp_path):
+    cfg = _data_cfg(tmp_path, train_sections=2)
+    with pytest.raises(PEAInputError, match="AC4_inputs.h5: file not found"):
+        ac3ac4.load_split(cfg, "train")
+    _write(tmp_path / "AC4_inputs.h5", np.zeros((4, 16, 16), np.uint8))
+    with h5py.File(tmp_path / "AC4_labels.h5", "w") as f:
+        f.create_dataset("labels", data=np.ones((4, 16, 16), np.uint32))
+    with pytest.raises(PEAInputError, match=r"AC4_labels.h5: no dataset 'main' \(found: labels\)"):
+        ac3ac4.load_split(cfg, "train")
+    _write(tmp_path / "AC4_labels.h5", np.ones((4, 16, 15), np.uint32))
+    with pytest.raises(PEAInputError, match=r"AC4_labels.h5: dataset 'main' has shape \(4, 16, 15\)"):
+        ac3ac4.load_split(cfg, "train")
+    _write(tmp_path / "AC4_labels.h5", np.ones((4, 16, 16), np.float32))
+    with pytest.raises(PEAInputError, match="AC4_labels.h5.*must be integers"):
+        ac3ac4.load_split(cfg, "train")
+    _write(tmp_path / "AC4_labels.h5", np.ones((4, 16, 16), np.uint32))
+    with pytest.raises(PEAInputError, match="DATA.train_sections = 4"):
+        ac3ac4.load_split(_data_cfg(tmp_path, train_sections=4), "validation")
+    with pytest.raises(PEAInputError, match="unknown AC3/AC4 split 'test'"):
+        ac3ac4.load_split(cfg, "test")
+    _write(tmp_path / "AC4_inputs.h5", np.full((4, 16, 16), 2.0, np.float32))
+    with pytest.raises(PEAInputError, match="AC4_inputs.h5.*neither uint8 nor float in"):
+        ac3ac4.load_split(cfg, "train")
+    (tmp_path / "AC3_inputs.h5").write_text("not hdf5")
+    with pytest.raises(PEAInputError, match="AC3_inputs.h5: not a readable HDF5 file"):
+        ac3ac4.load_split(cfg, "ac3")
+
+
+# -- training targets ------------------------------------------------------------------------
+def test_em_targets_hand_computed_with_widened_borders(tmp_path):
+    """Two objects side by side (x < 4: id 1, x >= 4: id 2) in a (3, 4, 8) volume; widening
+    makes x = 3 and x = 4 border, which is affine to nothing, itself included."""
+    labels = np.where(np.arange(8) < 4, 1, 2) * np.ones((3, 4, 1), np.uint32)
+    crop = ac3ac4.EMCrop(_data_cfg(tmp_path, crop_size=[3, 4, 8], widen_border=True, em_augment=NO_AUGMENT))
+    image = np.random.default_rng(0).random((3, 4, 8, 1), dtype=np.float32)
+    img, lab = crop(image, labels, np.random.default_rng(0))
+    np.testing.assert_array_equal(img, image)
+    target, mask = _targets(lab)
+
+    inside = np.array([1, 1, 1, 0, 0, 1, 1, 1], np.float32)  # not border, by x
+    x_pairs = np.array([0, 1, 1, 0, 0, 0, 1, 1], np.float32)  # (x - 1, x) in one object, no border
+    expect_t = np.zeros((12, 3, 4, 8), np.float32)
+    expect_m = np.zeros((12, 3, 4, 8), np.float32)
+    # channel, the voxels p whose partner p + o lies inside, the target there (by x); the
+    # offsets (-3, 0, 0), (0, -9, 0), (0, 0, -9), (-4, 0, 0), (0, -27, 0), (0, 0, -27) have none
+    for c, valid, by_x in [(0, np.s_[1:], inside), (1, np.s_[:, 1:], inside), (2, np.s_[:, :, 1:], x_pairs),
+                           (3, np.s_[2:], inside), (4, np.s_[:, 3:], inside), (5, np.s_[:, :, 3:], 0 * inside)]:
+        expect_m[c][valid] = 1
+        expect_t[c][valid] = np.broadcast_to(by_x, (3, 4, 8))[valid]
+    np.testing.assert_array_equal(mask, expect_m)
+    np.testing.assert_array_equal(target, expect_t)
+
+
+def test_without_widening_targets_come_from_the_labels_themselves(tmp_path):
+    labels = make_em_volume(np.random.default_rng(0), (4, 32, 32), object_size=12, defects=False)[1]
+    crop = ac3ac4.EMCrop(_data_cfg(tmp_path, crop_size=[4, 32, 32], widen_border=False, em_augment=NO_AUGMENT))
+    _, lab = crop(np.zeros((4, 32, 32, 1), np.float32), labels, np.random.default_rng(0))
+    np.testing.assert_array_equal(_targets(lab)[0], _targets(labels)[0])
+
+
+def test_unique_border_ids():
+    lab = np.array([[0, 3, 0], [0, 3, 5]])
+    out = ac3ac4.unique_border_ids(lab)
+    np.testing.assert_array_equal(out[lab > 0], lab[lab > 0])
+    assert len(np.unique(out[lab == 0])) == 3 and out[lab == 0].min() > lab.max()
+
+
+def test_train_dataset_keeps_image_and_labels_aligned(tmp_path):
+    """Every geometric transform on: the image, a function of the ids, still matches them."""
+    depth, size = 6, 64
+    labels = make_em_volume(np.random.default_rng(1), (depth, size, size), object_size=14, defects=False)[1]
+    tone = np.random.default_rng(2).uniform(0.1, 0.9, labels.max() + 1).astype(np.float32)
+    sample = ac3ac4.Sample("v", tone[labels][..., None], labels.astype(np.int64), None, labels.shape, labels)
+    augment = dict(NO_AUGMENT, flip=1.0, transpose=1.0, rotate90=1.0, elastic=1.0, misalign=1.0)
+    cfg = make_config({"DATA": {"dataset": "ac3ac4", "crop_size": [4, 40, 40], "widen_border": True,
+                                "normalize": "unit", "em_augment": augment}, "TRAIN": {"seed": 7}})
+    dataset = ac3ac4.train_dataset(cfg, [sample])
+    for index in range(4):
+        x, lab = dataset[index]
+        assert x.shape == (1, 4, 40, 40) and lab.shape == (4, 40, 40) and lab.dtype == torch.int64
+        image, lab = x[0].numpy() * 0.25 + 0.5, lab.numpy()
+        obj = lab <= labels.max()  # widened border voxels carry ids above every object id
+        assert 0.5 < obj.mean() < 0.95
+        lo = ndimage.minimum_filter(lab, size=(1, 3, 3))
+        hi = ndimage.maximum_filter(lab, size=(1, 3, 3))
+        interior = obj & (lo == hi)  # away from boundaries, where the warp's interpolation mixes ids
+        np.testing.assert_allclose(image[interior], tone[lab[interior]], atol=1e-4)
+    x1, l1 = dataset[3]
+    x2, l2 = dataset[3]
+    assert torch.equal(x1, x2) and torch.equal(l1, l2)
+    assert not torch.equal(dataset[2][0], x1)
+
+
+# -- post-processing on ground-truth affinities ----------------------------------------------
+@pytest.fixture(scope="module")
+def em_volume():
+    """Every voxel labelled (membranes are drawn in the image, not in the labels)."""
+    _, labels = make_em_volume(np.random.default_rng(1), (16, 128, 128), object_size=24)
+    return labels.astype(np.int64), _targets(labels)[0]
+
+
+@pytest.mark.parametrize("method", ["waterz", "lmc", "mutex"])
+def test_postprocessing_recovers_the_ground_truth(em_volume, method):
+    labels, affs = em_volume
+    if method == "waterz":
+        seg = waterz_segment(affs, 0.5)
+    elif method == "lmc":
+        seg = multicut_segment(affs, EM_OFFSETS)
+    else:
+        seg = mutex_watershed(affs, EM_OFFSETS, [1, 10, 10])
+    assert seg.shape == labels.shape
+    scores = evaluate(seg, labels, metrics=["voi", "arand"])
+    assert scores["voi"] <= 0.05 and scores["arand"] <= 0.01, scores
+
+
+def test_fragments_cover_membranes_without_crossing_objects(em_volume):
+    """Affinities of a perfect network trained on widened borders: 0 on every border voxel.
+    Fragments must still cover every voxel, and never join two objects' interiors."""
+    labels, _ = em_volume
+    widened = ac3ac4.unique_border_ids(widen_border(labels))
+    affs = _targets(widened)[0]
+    frags = fragments_3d(affs)
+    assert frags.shape == labels.shape and frags.min() == 1
+    interior = widened <= labels.max()
+    pairs = np.unique(np.stack([frags[interior], widened[interior]]), axis=1)
+    assert len(np.unique(pairs[0])) == pairs.shape[1]  # one object per fragment
+    # waterz then makes exactly one segment of each connected piece of an object's interior
+    seg = waterz_segment(affs, 0.5)
+    pieces = connected(np.where(interior, widened, 0), background=0, connectivity=1)
+    joined = np.unique(np.stack([seg[interior], pieces[interior]]), axis=1)
+    assert joined.shape[1] == len(np.unique(joined[0])) == len(np.unique(joined[1])) == pieces.max()
+
+
+# -- training and the inference script -------------------------------------------------------
+def _tiny_config(tmp_path, data_dir, **train):
+    return make_config({
+        "NAME": "tiny",
+        "DATA": {"dataset": "ac3ac4", "data_dir": str(data_dir), "train_sections": 8, "crop_size": [4, 32, 32],
+                 "offsets": [list(o) for o in EM_OFFSETS], "widen_border": True, "normalize": "unit",
+                 "em_augment": dict(NO_AUGMENT, flip=0.5, rotate90=0.5), "num_workers": 0},
+        "MODEL": {"backbone": "superhuman", "in_channels": 1, "emb_dim": 8, "filters": [4, 4, 6, 6, 8],
+                  "fg_head": False},
+        "LOSS": {"epm_groups": [3, 2, 1, 1]},
+        "TRAIN": {"batch_size": 2, "lr": 0.01, "log_every": 5, "select_metric": "voi",
+                  "model_dir": str(tmp_path / "models"), **train},
+        "TEST": {"window": [4, 32, 32], "overlap": [2, 8, 8], "out_dir": str(tmp_path / "inference"),
+                 "trained_dir": str(tmp_path / "trained")},
+    })
+
+
+def test_short_training_lowers_the_loss(tmp_path, synth):
+    from pea.train import Trainer
+
+    cfg = _tiny_config(tmp_path, synth, iterations=40, valid_every=40, save_every=40)
+    trainer = Trainer(cfg, tmp_path / "run", device=torch.device("cpu"))
+    best = trainer.run(log=lambda *a: None)
+    losses = [float(line.split()[3]) for line in (tmp_path / "run" / "log.txt").read_text().splitlines()
+              if line.startswith("iter ")]
+    assert len(losses) == 8
+    assert np.mean(losses[-2:]) < 0.8 * np.mean(losses[:2]), losses
+    assert best["iteration"] == 40 and set(best["scores"]) == {"voi_split", "voi_merge", "voi", "arand"}
+    assert (tmp_path / "run" / "best.ckpt").is_file()
+
+
+def test_inference_script_writes_each_method(tmp_path, synth, capsys):
+    import yaml
+
+    from pea.scripts import inference_main
+    from pea.train import Trainer, save_checkpoint
+
+    cfg = _tiny_config(tmp_path, synth, iterations=1)
+    save_checkpoint(tmp_path / "models" / "tiny" / "init.ckpt", Trainer(cfg, tmp_path / "x").state())
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg.to_dict()))
+    argv = [f"-c={path}", "-mn=tiny", "-id=init", "-m=ac3", "--waterz", "--lmc", "--mutex", "--device=cpu"]
+    assert inference_main(tmp_path, argv) == 0
+    out = tmp_path / "inference" / "tiny" / "ac3"
+    lines = capsys.readouterr().out.strip().splitlines()
+    for method, line in zip(("waterz", "lmc", "mutex"), lines[-3:]):
+        assert line.startswith(f"{method}: VOI_split=") and "VOI_merge=" in line and "ARAND=" in line
+        with h5py.File(out / f"seg_{method}.hdf") as f:
+            assert f["AC3"].shape == (6, 48, 48)
+        assert (out / f"score_{method}.txt").read_text().startswith("name voi_split voi_merge voi arand")

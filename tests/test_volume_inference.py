@@ -1,0 +1,95 @@
+"""Sliding-window inference on volumes: blended windows reproduce one whole pass of a network
+whose output at a voxel depends on that voxel only."""
+import numpy as np
+import pytest
+import torch
+
+from pea.affinity import EM_OFFSETS, embedding_affinity
+from pea.config import make_config
+from pea.data.common import Sample
+from pea.inference import _starts, predict_volume, segment_sample
+
+DATA = {"normalize": "unit"}
+DEVICE = torch.device("cpu")
+
+
+class PerVoxel(torch.nn.Module):
+    """1x1x1 convolutions: the embedding of a voxel sees that voxel only."""
+
+    def __init__(self, emb_dim: int = 8):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Conv3d(1, 16, 1), torch.nn.Tanh(), torch.nn.Conv3d(16, emb_dim, 1))
+
+    def forward(self, x):
+        return {"embeddings": [self.net(x)], "foreground": None}
+
+
+def _whole_pass(model, volume, offsets):
+    x = torch.from_numpy(((volume - 0.5) / 0.25).astype(np.float32)).permute(3, 0, 1, 2)[None]
+    with torch.no_grad():
+        return torch.relu(embedding_affinity(model(x)["embeddings"][0], offsets))[0].numpy()
+
+
+def _covered(shape, window, overlap, offsets):
+    """(C, *shape): 1 where some window holds both p and p + o (computed per axis)."""
+    out = np.ones((len(offsets),) + tuple(shape), bool)
+    for c, off in enumerate(offsets):
+        for d, (n, w, o) in enumerate(zip(shape, window, off)):
+            w = min(w, n)
+            i = np.arange(n)
+            lo, hi = np.minimum(i, i + o), np.maximum(i, i + o)
+            ok = np.zeros(n, bool)
+            for s in _starts(n, w, overlap[d]):
+                ok |= (lo >= s) & (hi < s + w)
+            out[c] &= ok.reshape([-1 if k == d else 1 for k in range(len(shape))])
+    return out
+
+
+@pytest.mark.parametrize("shape, window, overlap", [
+    ((11, 37, 41), (6, 16, 16), (4, 9, 9)),   # no axis a multiple of the window
+    ((7, 30, 29), (9, 12, 20), (4, 9, 9)),    # window deeper than the volume in z
+    ((13, 23, 50), (5, 23, 17), (4, 3, 9)),   # one window exactly covering y
+])
+def test_sliding_windows_equal_one_whole_pass(shape, window, overlap):
+    rng = np.random.default_rng(sum(shape))
+    volume = rng.random(shape + (1,), dtype=np.float32)
+    model = PerVoxel().eval()
+    offsets = [o for o in EM_OFFSETS if all(abs(v) <= m for v, m in zip(o, overlap))]
+    got = predict_volume(model, volume, offsets, window, overlap, DATA, DEVICE, progress=False)
+    expected = _whole_pass(model, volume, offsets)
+    assert got.shape == (len(offsets),) + shape
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
+
+
+def test_pairs_that_no_window_holds_are_zero_and_the_rest_exact():
+    shape, window, overlap = (10, 40, 44), (6, 24, 24), (2, 8, 8)  # 27-px offsets exceed the overlap
+    volume = np.random.default_rng(3).random(shape + (1,), dtype=np.float32)
+    model = PerVoxel().eval()
+    got = predict_volume(model, volume, EM_OFFSETS, window, overlap, DATA, DEVICE, progress=False)
+    covered = _covered(shape, window, overlap, EM_OFFSETS)
+    assert 0 < covered.mean() < 1
+    np.testing.assert_allclose(got, _whole_pass(model, volume, EM_OFFSETS) * covered, rtol=0, atol=2e-6)
+
+
+def test_window_starts_cover_the_axis_with_the_overlap():
+    for n, w, o in [(37, 16, 9), (16, 16, 4), (100, 18, 8), (5, 9, 2)]:
+        starts = _starts(n, min(w, n), o)
+        w = min(w, n)
+        assert starts[0] == 0 and starts[-1] + w == n
+        assert all(b - a <= w - o for a, b in zip(starts, starts[1:]))
+
+
+def test_segment_sample_runs_each_method_on_a_volume():
+    shape = (6, 32, 32)
+    volume = np.random.default_rng(0).random(shape + (1,), dtype=np.float32)
+    cfg = make_config({"DATA": {"normalize": "unit"},
+                       "TEST": {"window": [6, 20, 20], "overlap": [2, 8, 8], "mws_strides": [1, 10, 10]}})
+    sample = Sample("v", volume, None, None, shape, None)
+    out = segment_sample(PerVoxel().eval(), sample, cfg, EM_OFFSETS, DEVICE, methods=("waterz", "lmc", "mutex"))
+    assert out["affs"].shape == (12,) + shape and out["fg"] is None
+    assert set(out["seg"]) == {"waterz", "lmc", "mutex"}
+    for seg in out["seg"].values():
+        assert seg.shape == shape and seg.min() >= 1  # every voxel belongs to a segment
+    with pytest.raises(ValueError, match="unknown post-processing method"):
+        segment_sample(PerVoxel().eval(), sample, cfg, EM_OFFSETS, DEVICE, methods=("watershed",))
