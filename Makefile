@@ -20,6 +20,15 @@ demo-cvppp: install
 	cd scripts_cvppp && $(PYTHON) main.py -c=cvppp_demo
 	cd scripts_cvppp && $(PYTHON) inference.py -c=cvppp_demo -mn=$(DEMO_RUN) -id=best -m=validation
 
+# make demo-bbbc039v1: BBBC039V1 look-alike images, train bbbc039v1_demo, segment the test
+# images (the predicted foreground masks the Mutex Watershed) and print the mean scores last.
+BBBC_RUN := bbbc039v1_demo
+demo-bbbc039v1: install
+	rm -rf data/BBBC039V1_synth models/$(BBBC_RUN) inference/$(BBBC_RUN)
+	$(PYTHON) -m pea.cli synth bbbc039 --out data/BBBC039V1_synth --seed 1 --n-train 40 --n-valid 3 --n-test 10
+	cd scripts_bbbc039v1 && $(PYTHON) main.py -c=bbbc039v1_demo
+	cd scripts_bbbc039v1 && $(PYTHON) inference.py -c=bbbc039v1_demo -mn=$(BBBC_RUN) -id=best -m=test
+
 # make demo-ac3ac4: AC3/AC4 look-alike volumes, train ac3ac4_demo, then score the untrained
 # (initial) and the trained network on the test volume with waterz, multicut and Mutex Watershed.
 AC_RUN := ac3ac4_demo

@@ -17,7 +17,8 @@ import yaml
 from pea.config import Config, load_config, make_config, merge
 from pea.errors import PEAInputError
 
-PATH_KEYS = (("DATA", "data_dir"), ("TRAIN", "model_dir"), ("TEST", "trained_dir"), ("TEST", "out_dir"))
+PATH_KEYS = (("DATA", "data_dir"), ("TRAIN", "model_dir"), ("TEST", "trained_dir"), ("TEST", "out_dir"),
+             ("MODEL", "pretrained"))
 
 
 def _config(script_dir: Path, name: str, overrides: Sequence[str]) -> Config:
@@ -128,7 +129,7 @@ def _inference(script_dir: Path, argv) -> int:
 
     device = select_device(args.device or cfg.TRAIN.device)
     path = find_checkpoint(cfg, args.model_name, args.model_id)
-    model, ckpt_cfg = model_from_checkpoint(load_checkpoint(path), device)
+    model, ckpt_cfg = model_from_checkpoint(load_checkpoint(path), device, str(path))
     cfg.MODEL = ckpt_cfg.MODEL  # the network is the checkpoint's
     offsets, _ = resolve_offsets(cfg.DATA)
     reader = get_reader(cfg.DATA.dataset)

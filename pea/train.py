@@ -47,11 +47,14 @@ def load_checkpoint(path: str | Path) -> dict:
     return dict(ckpt)
 
 
-def model_from_checkpoint(ckpt: Mapping, device: torch.device) -> tuple[torch.nn.Module, Config]:
-    """Rebuild the network from the checkpoint's stored config and load its weights."""
+def model_from_checkpoint(ckpt: Mapping, device: torch.device,
+                          source: str = "checkpoint") -> tuple[torch.nn.Module, Config]:
+    """Rebuild the network from the checkpoint's stored config and load its weights (the
+    ImageNet initialisation named in MODEL.pretrained is not needed, nor read, again)."""
     cfg = make_config(ckpt.get("config", {}), "checkpoint config")
+    cfg.MODEL.pretrained = None
     model = build_model(cfg.MODEL)
-    load_state_dict_checked(model, ckpt["model_weights"])
+    load_state_dict_checked(model, ckpt["model_weights"], source)
     return model.to(device).eval(), cfg
 
 
@@ -104,7 +107,7 @@ class Trainer:
 
     def resume(self, path: str | Path) -> None:
         ckpt = load_checkpoint(path)
-        load_state_dict_checked(self.model, ckpt["model_weights"])
+        load_state_dict_checked(self.model, ckpt["model_weights"], str(path))
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.iteration = int(ckpt["iteration"])
         self.best = json.loads(ckpt.get("best", "null")) or self.best

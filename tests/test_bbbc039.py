@@ -159,7 +159,7 @@ def test_foreground_head_loss_falls():
     x = torch.randn(2, 1, 32, 32) * 0.3 + (labels > 0).float()[:, None]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     fg = []
-    for _ in range(8):
+    for _ in range(15):
         total, parts = loss(model(x), labels)
         fg.append(parts["fg"])
         opt.zero_grad()
