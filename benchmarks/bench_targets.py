@@ -24,15 +24,20 @@ SHIFTS = [1, 3, 5, 9, 27]
 GROUPS = [4, 3, 2, 1]
 
 
-def pea_full_maps(labels: torch.Tensor) -> list:
-    """Full-size targets, masks and weights at full resolution and every pyramid level."""
+def levels(labels: torch.Tensor) -> list:
+    """(labels, offsets) at full resolution and at 1/2 .. 1/16 with the shortest shifts."""
     offsets = offsets_from_shifts(SHIFTS)
-    out = []
-    levels = [(labels, offsets)]
+    out = [(labels, offsets)]
     for k, groups in enumerate(GROUPS, start=1):
         shape = [n >> k for n in labels.shape[1:]]
-        levels.append((nearest_downsample(labels, shape), offsets[: 2 * groups]))
-    for lab, offs in levels:
+        out.append((nearest_downsample(labels, shape), offsets[: 2 * groups]))
+    return out
+
+
+def pea_full_maps(labels: torch.Tensor) -> list:
+    """Full-size targets, masks and weights at full resolution and every pyramid level."""
+    out = []
+    for lab, offs in levels(labels):
         target, mask = affinity_targets(lab, offs)
         out.append((target, mask, balanced_weights(target, mask)))
     return out
@@ -41,13 +46,8 @@ def pea_full_maps(labels: torch.Tensor) -> list:
 def pea_training_pairs(labels: torch.Tensor) -> list:
     """What the training loss builds: per offset, the boolean valid-pair targets and the two
     class weights (the weight of a pair is the one of its target's class)."""
-    offsets = offsets_from_shifts(SHIFTS)
     out = []
-    levels = [(labels, offsets)]
-    for k, groups in enumerate(GROUPS, start=1):
-        shape = [n >> k for n in labels.shape[1:]]
-        levels.append((nearest_downsample(labels, shape), offsets[: 2 * groups]))
-    for lab, offs in levels:
+    for lab, offs in levels(labels):
         for off in offs:
             _, _, t = pair_target(lab, off)
             out.append((t, class_weights(fraction_of_ones(t))))
