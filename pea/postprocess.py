@@ -5,6 +5,7 @@ object); 2D and 3D alike.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import sys
 from contextlib import contextmanager
@@ -106,13 +107,18 @@ def fragments_3d(affs: np.ndarray) -> np.ndarray:
 
 @contextmanager
 def _quiet_stdout():
-    """waterz's C++ core prints its progress to the process's stdout: hide it meanwhile."""
+    """waterz's C++ core prints its progress to the process's stdout: hide it meanwhile
+    (C's stdio buffer is flushed before the stream is given back)."""
+    libc = ctypes.CDLL(None)
     sys.stdout.flush()
     saved = os.dup(1)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 1)
-            yield
+            try:
+                yield
+            finally:
+                libc.fflush(None)
     finally:
         os.dup2(saved, 1)
         os.close(saved)

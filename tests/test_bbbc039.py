@@ -121,6 +121,10 @@ def test_reader_errors_name_the_file(tiny_data, tmp_path):
         bbbc039.load_split(data_cfg(tiny_data), "valid")
     with pytest.raises(PEAInputError, match="DATA.normalize"):
         bbbc039.load_split(make_config({"DATA": {"data_dir": str(tiny_data)}}).DATA, "train")
+    with pytest.raises(PEAInputError, match="DATA.percentiles"):
+        bbbc039.load_split(data_cfg(tiny_data, percentiles=[99, 1]), "train")
+    with pytest.raises(PEAInputError, match="DATA.scale"):
+        bbbc039.load_split(data_cfg(tiny_data, scale=0), "train")
     bad = tmp_path / "bad"
     for sub in ("images", "label_instance", "metadata"):
         (bad / sub).mkdir(parents=True)
@@ -189,12 +193,12 @@ def test_predicted_mask_drops_specks():
     np.testing.assert_array_equal(seg > 0, expected)
 
 
-def test_ground_truth_affinities_recover_the_labels(tiny_data):
+def test_ground_truth_affinities_recover_the_labels(tmp_path):
     """Ground-truth affinities and foreground through Mutex Watershed and merging."""
     test = load_config(SCRIPTS / "config" / "bbbc039v1.yaml").TEST
     offsets = offsets_from_shifts(SHIFTS)
-    generate_bbbc039(tiny_data / "full", seed=9, n_train=0, n_valid=0, n_test=2)
-    for s in bbbc039.load_split(data_cfg(tiny_data / "full"), "test"):
+    generate_bbbc039(tmp_path, seed=9, n_train=0, n_valid=0, n_test=2)  # full size, 520x696
+    for s in bbbc039.load_split(data_cfg(tmp_path), "test"):
         target, _ = affinity_targets(torch.from_numpy(s.labels.astype(np.int64))[None], offsets)
         seg = segment_image(target[0].numpy(), offsets, test, s.fg)
         assert aggregated_jaccard_index(seg, s.gt) >= 0.99

@@ -3,14 +3,14 @@ label_instance/NAME.png (instance ids) and metadata/{training,validation,test}.t
 images of each split (one NAME.png per line)."""
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import tifffile
 
-from pea.data.common import Sample, TrainDataset, read_list, rescale
+from pea.data.common import Sample, read_list, rescale
+from pea.data.common import train_dataset_2d as train_dataset  # noqa: F401 (reader interface)
 from pea.errors import PEAInputError
 from pea.io import read_labels
 
@@ -24,11 +24,12 @@ def split_names(data_dir: str | Path, split: str) -> list[str]:
     """Image names of a split, from metadata/<split>.txt with the file extension stripped."""
     if split not in SPLIT_FILES:
         raise PEAInputError(f"unknown BBBC039V1 split '{split}' (use one of {', '.join(SPLIT_FILES)})")
-    path = Path(data_dir) / "metadata" / SPLIT_FILES[split]
-    names = [n[: -len(s)] if (s := Path(n).suffix).lower() in NAME_SUFFIXES else n for n in read_list(path)]
-    if not names:
-        raise PEAInputError(f"{path}: lists no images")
-    return names
+    return [_strip_suffix(n) for n in read_list(Path(data_dir) / "metadata" / SPLIT_FILES[split])]
+
+
+def _strip_suffix(name: str) -> str:
+    suffix = Path(name).suffix
+    return name[: -len(suffix)] if suffix.lower() in NAME_SUFFIXES else name
 
 
 def percentile_normalize(image: np.ndarray, percentiles: Sequence[float]) -> np.ndarray:
@@ -71,6 +72,8 @@ def load_split(data_cfg, split: str) -> list[Sample]:
     data_dir = Path(data_cfg["data_dir"])
     percentiles = _check_percentiles(data_cfg)
     scale = float(data_cfg["scale"])
+    if not scale > 0:
+        raise PEAInputError(f"DATA.scale: expected a positive factor, got {data_cfg['scale']!r}")
     names = split_names(data_dir, split)
     label_paths = [data_dir / "label_instance" / f"{n}.png" for n in names]
     present = [p.is_file() for p in label_paths]
@@ -98,8 +101,3 @@ def load_split(data_cfg, split: str) -> list[Sample]:
     return samples
 
 
-def train_dataset(cfg, samples: list[Sample]) -> TrainDataset:
-    """Random augmented crops of the training images (METHOD.md section 6)."""
-    from pea.augment import Augment2D, normalize
-
-    return TrainDataset(samples, Augment2D(cfg.DATA), partial(normalize, mode=cfg.DATA.normalize), cfg.TRAIN.seed)

@@ -115,3 +115,12 @@ class TrainDataset(torch.utils.data.Dataset):
         image = self.normalize(image)
         x = torch.from_numpy(np.ascontiguousarray(np.moveaxis(image, -1, 0)))
         return x, torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64))
+
+
+def train_dataset_2d(cfg, samples: Sequence[Sample]) -> TrainDataset:
+    """Random augmented crops of 2D training images (METHOD.md section 6)."""
+    from functools import partial
+
+    from pea.augment import Augment2D, normalize
+
+    return TrainDataset(samples, Augment2D(cfg.DATA), partial(normalize, mode=cfg.DATA.normalize), cfg.TRAIN.seed)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from pea.data.common import Sample, read_list, read_mask, read_rgb, rescale
+from pea.data.common import train_dataset_2d as train_dataset  # noqa: F401 (reader interface)
 from pea.errors import PEAInputError
 from pea.io import read_labels
 
@@ -64,16 +65,6 @@ def load_split(data_cfg, split: str) -> list[Sample]:
 
 VALID_SPLIT = "validation"
 METRICS = ("sbd", "dic", "voi", "arand")
-
-
-def train_dataset(cfg, samples: list[Sample]):
-    """Random augmented crops of the training plants (METHOD.md section 6)."""
-    from functools import partial
-
-    from pea.augment import Augment2D, normalize
-    from pea.data.common import TrainDataset
-
-    return TrainDataset(samples, Augment2D(cfg.DATA), partial(normalize, mode=cfg.DATA.normalize), cfg.TRAIN.seed)
 
 
 def write_submission(out_dir: str | Path, segs: dict[str, np.ndarray]) -> Path:
