@@ -82,29 +82,6 @@ def _in_plane(ndim: int) -> np.ndarray:
     return foot
 
 
-def fragments_3d(affs: np.ndarray) -> np.ndarray:
-    """Over-segmentation of a volume into fragments (ids 1..N) that cover every voxel.
-
-    waterz's watershed on the three nearest-neighbour affinities (z, y, x first) leaves
-    out voxels whose affinities are all about 0 (membranes, when background is affine to
-    nothing); these are grown into the fragments beside them in their section by a
-    watershed on the in-plane boundary map 1 - mean(y, x affinity). What no fragment
-    reaches in its section becomes fragments of its in-plane connected components.
-    """
-    import waterz
-    from skimage.segmentation import watershed
-
-    nn = np.ascontiguousarray(affs[:3], dtype=np.float32)
-    with _quiet_stdout():
-        frags = np.asarray(next(iter(waterz.agglomerate(nn, thresholds=[0.0]))), dtype=np.int64)
-    if (frags == 0).any():
-        foot = _in_plane(frags.ndim)
-        frags = watershed(1.0 - 0.5 * (nn[1] + nn[2]), frags, connectivity=foot)
-        rest, _ = ndimage.label(frags == 0, structure=foot)
-        frags = np.where(frags == 0, rest + frags.max(), frags)
-    return relabel_sequential(frags.astype(np.uint64))[0]
-
-
 @contextmanager
 def _quiet_stdout():
     """waterz's C++ core prints its progress to the process's stdout: hide it meanwhile
@@ -122,6 +99,29 @@ def _quiet_stdout():
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+
+
+def fragments_3d(affs: np.ndarray) -> np.ndarray:
+    """Over-segmentation of a volume into fragments (ids 1..N) that cover every voxel.
+
+    waterz's watershed on the three nearest-neighbour affinities (z, y, x first) leaves
+    out voxels whose affinities are all below 0.0001 (membranes, when background is affine
+    to nothing); these are grown into the fragments beside them in their section by a
+    watershed on the in-plane boundary map 1 - mean(y, x affinity). What no fragment
+    reaches in its section becomes fragments of its in-plane connected components.
+    """
+    import waterz
+    from skimage.segmentation import watershed
+
+    nn = np.ascontiguousarray(affs[:3], dtype=np.float32)
+    with _quiet_stdout():
+        frags = np.asarray(next(iter(waterz.agglomerate(nn, thresholds=[0.0]))), dtype=np.int64)
+    if (frags == 0).any():
+        foot = _in_plane(frags.ndim)
+        frags = watershed(1.0 - 0.5 * (nn[1] + nn[2]), frags, connectivity=foot)
+        rest, _ = ndimage.label(frags == 0, structure=foot)
+        frags = np.where(frags == 0, rest + frags.max(), frags)
+    return relabel_sequential(frags.astype(np.uint64))[0]
 
 
 # The paper's scoring function. waterz 0.10 treats EdgeStatisticValue<..., MeanAffinityProvider<...>>

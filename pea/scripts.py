@@ -88,6 +88,28 @@ def _train(script_dir: Path, argv) -> int:
     return 0
 
 
+def untrained_main(script_dir: str | Path, argv: Sequence[str] | None = None) -> int:
+    """`untrained.py -c=NAME [--run RUN]`: save the network a training run starts from (the
+    config's seeded initial weights) as RUN/init.ckpt, to score it beside a trained one."""
+    return _run(lambda a: _untrained(Path(script_dir), a), argv)
+
+
+def _untrained(script_dir: Path, argv) -> int:
+    p = argparse.ArgumentParser(description="Save the initial (untrained) network as init.ckpt.")
+    p.add_argument("-c", "--cfg", required=True, help="config name in config/ (or a .yaml path)")
+    p.add_argument("--run", default=None, help="run folder under TRAIN.model_dir (default: NAME_untrained)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.key=VALUE")
+    args = p.parse_args(argv)
+    cfg = _config(script_dir, args.cfg, args.overrides)
+    from pea.train import Trainer, save_checkpoint
+
+    run_dir = Path(cfg.TRAIN.model_dir) / (args.run or f"{cfg.NAME}_untrained")
+    trainer = Trainer(cfg, run_dir)  # seeds torch exactly as a training run does
+    save_checkpoint(run_dir / "init.ckpt", trainer.state())
+    print(f"initial network: {run_dir / 'init.ckpt'}")
+    return 0
+
+
 # -- inference -----------------------------------------------------------------------------
 def inference_main(script_dir: str | Path, argv: Sequence[str] | None = None) -> int:
     """`inference.py -c=NAME -mn=MODEL -id=CKPT -m=MODE [-s] [--waterz] [--lmc] [--mutex]`."""
