@@ -139,7 +139,7 @@ class Trainer:
         self.optimizer.step()
         return float(loss.detach()), parts
 
-    def run(self, log=print) -> dict:
+    def run(self) -> dict:
         cfg, t = self.cfg, self.cfg.TRAIN
         self.run_dir.mkdir(parents=True, exist_ok=True)
         train_samples = self.reader.load_split(cfg.DATA, "train")

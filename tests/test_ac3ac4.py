@@ -226,7 +226,7 @@ def test_short_training_lowers_the_loss(tmp_path, synth):
 
     cfg = _tiny_config(tmp_path, synth, iterations=40, valid_every=40, save_every=40)
     trainer = Trainer(cfg, tmp_path / "run", device=torch.device("cpu"))
-    best = trainer.run(log=lambda *a: None)
+    best = trainer.run()
     losses = [float(line.split()[3]) for line in (tmp_path / "run" / "log.txt").read_text().splitlines()
               if line.startswith("iter ")]
     assert len(losses) == 8

@@ -31,7 +31,7 @@ def test_short_training_per_backbone(tiny_data, tmp_path, backbone, filters):
     cfg = tiny_config(tiny_data, backbone, filters=filters)
     trainer = Trainer(cfg, tmp_path / backbone)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    best = trainer.run(log=lambda *_: None)
+    best = trainer.run()
     assert best["iteration"] == 3 and 0.0 <= best["score"] <= 1.0
     losses = [float(l.split()[3]) for l in (tmp_path / backbone / "log.txt").read_text().splitlines()
               if l.startswith("iter ")]
