@@ -42,7 +42,6 @@ DEFAULTS: dict[str, Any] = {
         "gamma": 0.2,
         "normalize": "imagenet",  # imagenet (RGB) | percentile (16-bit microscopy) | unit (8-bit EM)
         "percentiles": [1.0, 99.8],
-        "min_instance_size": 0,
         "train_sections": 80,  # AC4: first sections train, the rest validate
         "widen_border": False,  # EM: in-plane 3x3 border widening of labels
         "em_augment": {},  # EM augmentation probabilities (pea.augment_em)
@@ -87,7 +86,6 @@ DEFAULTS: dict[str, Any] = {
         "select_metric": "sbd",  # sbd (CVPPP) | aji (BBBC039) | voi (EM, lower is better)
         "model_dir": "../models",
         "device": "auto",  # auto | cpu | cuda | cuda:1 ...
-        "amp": False,
     },
     "TEST": {
         "strides": [5, 5],  # Mutex Watershed long-range stride
@@ -100,7 +98,6 @@ DEFAULTS: dict[str, Any] = {
         "overlap": [4, 32, 32],
         "waterz_threshold": 0.5,
         "mws_strides": [1, 10, 10],
-        "batch_size": 1,
     },
 }
 
