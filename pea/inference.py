@@ -156,7 +156,7 @@ def segment_sample(model: torch.nn.Module, sample: Sample, cfg: Mapping, offsets
     "seg": {method: labels}}. 2D images use Mutex Watershed; volumes (Z, Y, X, 1) any of
     "waterz", "lmc" (multicut), "mutex".
     """
-    from pea.postprocess import multicut_segment, waterz_segment
+    from pea.postprocess import fragments_3d, multicut_segment, waterz_segment
 
     test = cfg["TEST"]
     if sample.image.ndim == 3:
@@ -165,11 +165,12 @@ def segment_sample(model: torch.nn.Module, sample: Sample, cfg: Mapping, offsets
         return {"affs": affs, "fg": fg, "seg": {"mutex": seg}}
     affs = predict_volume(model, sample.image, offsets, test["window"], test["overlap"], cfg["DATA"], device)
     segs = {}
+    frags = fragments_3d(affs) if {"waterz", "lmc"} & set(methods) else None  # shared by both
     for method in methods:
         if method == "waterz":
-            segs[method] = waterz_segment(affs, test["waterz_threshold"])
+            segs[method] = waterz_segment(affs, test["waterz_threshold"], fragments=frags)
         elif method == "lmc":
-            segs[method] = multicut_segment(affs, offsets)
+            segs[method] = multicut_segment(affs, offsets, fragments=frags)
         elif method == "mutex":
             segs[method] = mutex_watershed(affs, offsets, test["mws_strides"])
         else:
