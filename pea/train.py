@@ -49,9 +49,13 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(ckpt: Mapping, device: torch.device,
                           source: str = "checkpoint") -> tuple[torch.nn.Module, Config]:
-    """Rebuild the network from the checkpoint's stored config and load its weights (the
-    ImageNet initialisation named in MODEL.pretrained is not needed, nor read, again)."""
-    cfg = make_config(ckpt.get("config", {}), "checkpoint config")
+    """Rebuild the network from the MODEL section of the checkpoint's stored config and load
+    its weights (the ImageNet initialisation named in MODEL.pretrained is not read again).
+    The other sections come from the config the caller uses, so retired data or test keys
+    in an old checkpoint do not matter."""
+    stored = ckpt.get("config", {})
+    cfg = make_config({"MODEL": stored.get("MODEL", {})} if isinstance(stored, Mapping) else {},
+                      f"{source} config")  # only the network is rebuilt from the checkpoint
     cfg.MODEL.pretrained = None
     model = build_model(cfg.MODEL)
     load_state_dict_checked(model, ckpt["model_weights"], source)

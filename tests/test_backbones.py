@@ -65,3 +65,19 @@ def test_pretrained_from_config(tiny_data, tmp_path):
     trainer = Trainer(cfg, tmp_path / "run")
     for k, v in trainer.model.encoder.state_dict().items():
         torch.testing.assert_close(v, weights[k])
+
+
+def test_checkpoint_with_retired_keys_still_loads(tiny_data):
+    """Only the MODEL section rebuilds the network: keys retired elsewhere do not matter,
+    an unknown MODEL key still does."""
+    cfg = tiny_config(tiny_data, "resunet", filters=[4, 8, 8, 16, 16])
+    model = build_model(cfg.MODEL)
+    stored = cfg.to_dict()
+    stored["DATA"]["a_retired_key"] = 1
+    ckpt = {"model_weights": model.state_dict(), "config": stored}
+    rebuilt, _ = model_from_checkpoint(ckpt, torch.device("cpu"))
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(rebuilt.state_dict()[k], v)
+    stored["MODEL"]["filterz"] = [1]
+    with pytest.raises(PEAInputError, match="MODEL.filterz"):
+        model_from_checkpoint(ckpt, torch.device("cpu"), "old.ckpt")
