@@ -1,10 +1,19 @@
 """The N-dimensional core of PEA: offsets, affinity targets, class-balanced weights,
-embedding-to-affinity, pyramid labels and EM border widening.
+embedding-to-affinity, the affinity loss, pyramid labels and EM border widening
+(docs/method.md sections 3 and 4).
 
 Convention (as elf and waterz): channel c of an affinity map holds, at pixel p, the affinity
 between p and p + offsets[c]. Where p + offsets[c] lies outside the image the loss mask is 0.
 Everything works for any number of spatial dimensions and for batches: labels are
 (B, *spatial) integer tensors, affinities (B, C, *spatial).
+
+Background (label 0) follows one of two target rules, chosen by the config (LOSS.background):
+- ``same``: two background pixels count as one object (target 1), a background pixel and an
+  object pixel as different (0). Leaves and nuclei on a background (CVPPP, BBBC039V1).
+- ``none``: background is affine to nothing, not even to other background (target 0 for every
+  pair that touches it). EM membranes (AC3/AC4), as the authors' 3D seg_to_aff, which
+  multiplies the equality by seg > 0; otherwise the whole membrane network would be taught
+  to be one object.
 """
 from __future__ import annotations
 
@@ -41,13 +50,20 @@ def offsets_from_shifts(shifts: Sequence[int], neighbor: int = 4) -> list[Offset
 
 
 def resolve_offsets(data_cfg) -> tuple[list[Offset], int]:
-    """Offsets and the number of channels per shift group from a DATA config section."""
+    """Offsets and the number of channels per shift group from a DATA config section:
+    DATA.offsets with DATA.group_size, or DATA.shifts with DATA.neighbor."""
     if data_cfg.get("offsets"):
         offsets = [tuple(int(v) for v in o) for o in data_cfg["offsets"]]
         ndim = len(offsets[0])
         if any(len(o) != ndim for o in offsets):
             raise PEAInputError(f"DATA.offsets: all offsets need {ndim} entries, got {offsets}")
-        return offsets, ndim
+        group = data_cfg.get("group_size")
+        if not isinstance(group, int) or isinstance(group, bool) or group < 1:
+            raise PEAInputError(f"DATA.group_size = {group!r}: with DATA.offsets, give the number of "
+                                f"offsets per shift group (a positive integer)")
+        return offsets, group
+    if not data_cfg.get("shifts"):
+        raise PEAInputError("DATA: set either DATA.shifts (with DATA.neighbor) or DATA.offsets")
     neighbor = int(data_cfg.get("neighbor", 4))
     return offsets_from_shifts(data_cfg["shifts"], neighbor), 2 if neighbor == 4 else 4
 
@@ -65,27 +81,31 @@ def _pair_slices(offset: Offset, shape: Sequence[int]) -> tuple[tuple[slice, ...
     return tuple(src), tuple(dst)
 
 
-def pair_target(labels: torch.Tensor, offset: Offset) -> tuple[tuple[slice, ...], tuple[slice, ...], torch.Tensor]:
+def pair_target(labels: torch.Tensor, offset: Offset,
+                background: str = "same") -> tuple[tuple[slice, ...], tuple[slice, ...], torch.Tensor]:
     """For one offset: the slices of p and p + o inside the image and the boolean target on
-    them (True where label(p) == label(p+o), background pairs included), shape (B, *valid)."""
+    them, shape (B, *valid): True where label(p) == label(p+o); with background ``none``
+    also label(p) != 0 (see the module docstring)."""
     shape = labels.shape[1:]
     if len(offset) != len(shape):
         raise PEAInputError(f"offset {offset} does not fit labels of spatial shape {tuple(shape)}")
     p, q = _pair_slices(offset, shape)
     every = (slice(None),)
-    return p, q, labels[every + p] == labels[every + q]
+    first = labels[every + p]
+    same = first == labels[every + q]
+    return p, q, same if background == "same" else same & (first != 0)
 
 
-def affinity_targets(labels: torch.Tensor, offsets: Sequence[Offset]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Full-size targets and loss masks (0 where p + o lies outside).
-
-    labels: (B, *spatial) integer tensor. Returns two float tensors (B, C, *spatial).
-    """
+def affinity_targets(labels: torch.Tensor, offsets: Sequence[Offset],
+                     background: str = "same") -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-size targets and loss masks (0 where p + o lies outside): the ideal affinities of
+    a label image. labels: (B, *spatial) integer tensor. Returns two float tensors
+    (B, C, *spatial)."""
     shape = labels.shape[1:]
     target = labels.new_zeros((labels.shape[0], len(offsets), *shape), dtype=torch.float32)
     mask = torch.zeros_like(target)
     for c, off in enumerate(offsets):
-        p, _, t = pair_target(labels, off)
+        p, _, t = pair_target(labels, off, background)
         target[(slice(None), c) + p] = t.float()
         mask[(slice(None), c) + p] = 1.0
     return target, mask
@@ -97,21 +117,11 @@ def fraction_of_ones(t: torch.Tensor) -> torch.Tensor:
 
 
 def class_weights(f: torch.Tensor, clip: Sequence[float] = (0.05, 0.99)) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights of ones and of zeros from the fraction of ones f (METHOD.md section 4):
+    """Weights of ones and of zeros from the fraction of ones f (docs/method.md section 4):
     f is clipped; if f > 0.5 ones weigh 1 and zeros f/(1-f), otherwise ones (1-f)/f, zeros 1."""
     f = f.clamp(clip[0], clip[1])
     one = torch.ones_like(f)
     return torch.where(f > 0.5, one, (1 - f) / f), torch.where(f > 0.5, f / (1 - f), one)
-
-
-def balanced_weights(target: torch.Tensor, mask: torch.Tensor, clip: Sequence[float] = (0.05, 0.99)) -> torch.Tensor:
-    """Class-balanced weight map (B, C, *spatial), per sample and channel, from full-size
-    targets and masks (the fraction of ones counts masked pixels only)."""
-    dims = tuple(range(2, target.ndim))
-    f = (target * mask).sum(dims) / mask.sum(dims).clamp(min=1.0)
-    w_one, w_zero = class_weights(f, clip)
-    view = f.shape + (1,) * len(dims)
-    return torch.where(target > 0.5, w_one.view(view), w_zero.view(view))
 
 
 def embedding_affinity(emb: torch.Tensor, offsets: Sequence[Offset], other: torch.Tensor | None = None) -> torch.Tensor:
@@ -131,7 +141,8 @@ def embedding_affinity(emb: torch.Tensor, offsets: Sequence[Offset], other: torc
 
 
 def affinity_loss(emb: torch.Tensor, labels: torch.Tensor, offsets: Sequence[Offset],
-                  clip: Sequence[float] = (0.05, 0.99), other: torch.Tensor | None = None) -> torch.Tensor:
+                  clip: Sequence[float] = (0.05, 0.99), other: torch.Tensor | None = None,
+                  background: str = "same") -> torch.Tensor:
     """The weighted MSE between embedding affinities and targets, summed over offsets:
     sum(w * mask * (aff - target)^2) / (batch * pixels). Computed on the valid pairs of each
     offset only, so no full-size target, mask or affinity maps are built."""
@@ -140,7 +151,7 @@ def affinity_loss(emb: torch.Tensor, labels: torch.Tensor, offsets: Sequence[Off
     total = emb.new_zeros(())
     every = (slice(None), slice(None))
     for off in offsets:
-        p, q, t = pair_target(labels, off)
+        p, q, t = pair_target(labels, off, background)
         if t.numel() == 0:
             continue
         w_one, w_zero = class_weights(fraction_of_ones(t), clip)

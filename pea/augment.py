@@ -1,4 +1,4 @@
-"""2D training augmentation, input normalisation and the CCM second view.
+"""2D training augmentation and input normalisation.
 
 The geometric part (random resized crop, flips, occasional random affine) is composed into one
 affine map and applied once with OpenCV: linear interpolation for the image, nearest for the
@@ -10,7 +10,21 @@ from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
-import torch
+
+# The DATA keys `Augment2D` reads; the 2D readers add them to their schema.
+AUGMENT_2D_DEFAULTS: dict = {
+    "crop_scale": [0.7, 1.0],  # random resized crop: region area / crop area
+    "flip": True,
+    "affine_prob": 0.3,  # occasional random affine
+    "rotation": 10.0,  # degrees
+    "translation": 0.1,  # fraction of the size
+    "shear": 0.1,
+    "zoom": [0.7, 1.0],
+    "intensity_prob": 0.8,
+    "brightness": 0.1,
+    "contrast": 0.2,
+    "gamma": 0.2,
+}
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -39,7 +53,7 @@ def _affine(rng: np.random.Generator, cfg: Mapping, center: np.ndarray, size: np
 
 
 class Augment2D:
-    """Random resized crop, flips, occasional affine and intensity jitter (METHOD.md section 6).
+    """Random resized crop, flips, occasional affine and intensity jitter (docs/method.md section 6).
 
     Called with an image (H, W, C) float32 in [0, 1] and labels (H, W); returns both at
     `crop_size`. The crop region has `crop_scale` times the crop's area (capped by the image).
@@ -87,38 +101,3 @@ class Augment2D:
         if out.ndim == 2:
             out = out[..., None]
         return self.intensity(rng, out), lab.astype(labels.dtype)
-
-
-def second_view(x: torch.Tensor, labels: torch.Tensor, loss_cfg: Mapping,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[int]]:
-    """The CCM view of a batch (B, C, *spatial): intensity change, random blanking of
-    foreground blocks, random flip. Returns the view and the flipped dims (to undo)."""
-    b, ndim = x.shape[0], x.ndim - 2
-    dev = x.device
-
-    def rand(*shape):
-        return torch.rand(shape, generator=generator).to(dev)
-
-    amount = loss_cfg["ccm_intensity"]
-    scale = 1 + amount * (2 * rand(b, x.shape[1], *([1] * ndim)) - 1)
-    shift = amount * (2 * rand(b, x.shape[1], *([1] * ndim)) - 1)
-    view = x * scale + shift
-    if loss_cfg["ccm_mask_prob"] > 0:
-        # blank a random coarse grid of blocks (1/8 of each spatial size) inside the foreground
-        coarse = [max(1, s // max(1, s // 8)) for s in x.shape[2:]]
-        blocks = (rand(b, 1, *coarse) < 0.25).float()
-        blocks *= (rand(b, 1, *([1] * ndim)) < loss_cfg["ccm_mask_prob"]).float()
-        blocks = torch.nn.functional.interpolate(blocks, size=x.shape[2:], mode="nearest")
-        blank = blocks * (labels > 0).unsqueeze(1).float()
-        view = view * (1 - blank)
-    dims: list[int] = []
-    if loss_cfg["ccm_flip"]:
-        dims = [d + 2 for d in range(ndim) if float(rand(1)) < 0.5 and x.shape[d + 2] > 1]
-        if dims:
-            view = torch.flip(view, dims)
-    return view, dims
-
-
-def undo_flip(tensor: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
-    """Flip back the dims flipped by `second_view`."""
-    return torch.flip(tensor, list(dims)) if dims else tensor

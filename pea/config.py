@@ -1,8 +1,16 @@
-"""Configuration: one schema of every key with its default; YAML files override it.
+"""Configuration: a shared schema, each reader's own DATA keys, and YAML files that override them.
 
-A YAML file may set any subset of the keys below; a key that is not in the schema (a typo,
-a key of another version) is an error naming it. `load_config` returns nested `Config`
-objects readable as attributes (`cfg.TRAIN.lr`) or items (`cfg["TRAIN"]["lr"]`).
+The shared schema (`DEFAULTS`) holds the keys every data set uses; the reader named by
+`DATA.dataset` adds the DATA keys only it reads (`DATA_DEFAULTS` of its module in
+`pea.data`). A YAML file may set any subset of these keys and may extend another file with
+`_base_: other.yaml` (a path relative to the file), stating only what differs. A key that is
+in neither schema (a typo, a key of another version) is an error naming it, and so is a value
+outside a key's allowed choices (`CHOICES`).
+
+The pipeline is stated here, never guessed from a data set's name or an array's shape:
+`TEST.partitioners` (mutex, waterz, lmc), `TEST.strides`, `TEST.mask`, `TEST.small_objects`,
+`TEST.window` (sliding windows or the whole image), `LOSS.background` (the target rule for
+background pixels), the loss terms and `TRAIN.valid_partitioner`.
 """
 from __future__ import annotations
 
@@ -13,48 +21,28 @@ from typing import Any, Mapping
 import yaml
 
 from pea.errors import PEAInputError
+from pea.models.registry import DEFAULTS as MODEL_DEFAULTS
 
 # Keys whose value is a free-form mapping (its inner keys are not checked here).
 _FREE_FORM = {("DATA", "em_augment")}
+PARTITIONERS = ("waterz", "lmc", "mutex")  # the order of the printed scores
 
 DEFAULTS: dict[str, Any] = {
-    "NAME": "cvppp",
+    "NAME": None,  # the run's name (folders under TRAIN.model_dir and TEST.out_dir)
     "DATA": {
-        "dataset": "cvppp",  # cvppp | bbbc039v1 | ac3ac4
-        "data_dir": "../data/CVPPP",
-        "valid_list": "valid_set/local_20_1.txt",  # CVPPP: held-out training plants
+        "dataset": None,  # a reader of pea.data.READERS; it adds its own DATA keys
+        "data_dir": None,
         "scale": 1.0,  # resize factor applied when images are read (CPU demos use 0.5)
-        "padded_size": [544, 544],  # reflect-padded size at inference (None: next multiple of 16)
-        "crop_size": [544, 544],  # training crop
-        "crop_scale": [0.7, 1.0],  # random resized crop: region area / crop area
-        "shifts": [1, 3, 5, 9, 27],
-        "neighbor": 4,  # 4 or 8 (2D)
-        "offsets": None,  # explicit offsets (3D); overrides shifts/neighbor
-        "flip": True,
-        "affine_prob": 0.3,  # occasional random affine
-        "rotation": 10.0,  # degrees
-        "translation": 0.1,  # fraction of the size
-        "shear": 0.1,
-        "zoom": [0.7, 1.0],
-        "intensity_prob": 0.8,
-        "brightness": 0.1,
-        "contrast": 0.2,
-        "gamma": 0.2,
-        "normalize": "imagenet",  # imagenet (RGB) | percentile (16-bit microscopy) | unit (8-bit EM)
-        "percentiles": [1.0, 99.8],
-        "train_sections": 80,  # AC4: first sections train, the rest validate
-        "widen_border": False,  # EM: in-plane 3x3 border widening of labels
-        "em_augment": {},  # EM augmentation probabilities (pea.augment_em)
+        "padded_size": None,  # whole-image inference: padded size (None: next multiple of 16)
+        "crop_size": None,  # training crop
+        "shifts": None,  # 2D: offsets from shifts and DATA.neighbor ...
+        "neighbor": 4,  # 4 or 8
+        "offsets": None,  # ... or an explicit list of offsets (any dimension)
+        "group_size": None,  # offsets per shift group with explicit offsets (EPM levels)
+        "normalize": None,  # imagenet (RGB) | unit (grey images in [0, 1])
         "num_workers": 2,
     },
-    "MODEL": {
-        "backbone": "resunet",
-        "in_channels": 3,
-        "emb_dim": 16,
-        "filters": None,
-        "fg_head": True,
-        "pretrained": None,
-    },
+    "MODEL": dict(MODEL_DEFAULTS),
     "LOSS": {
         "scm": True,
         "ccm": True,
@@ -63,10 +51,12 @@ DEFAULTS: dict[str, Any] = {
         "ccm_weight": 1.0,
         "epm_weight": 1.0,
         "epm_groups": [4, 3, 2, 1],  # shift groups used at 1/2, 1/4, 1/8, 1/16
+        "background": "same",  # target rule: same (two background pixels are one object) | none
         "weight_clip": [0.05, 0.99],
-        "mask_weight": 0.0,  # foreground head loss weight (CVPPP 0, BBBC039 1000)
+        "mask_weight": 0.0,  # foreground head loss weight (0: not trained)
         "fg_class_weight": 10.0,
-        "ccm_mask_prob": 0.5,  # second view: chance to blank parts of the foreground
+        "ccm_mask_prob": 0.5,  # second view: chance to blank blocks ...
+        "ccm_blank": "foreground",  # ... of the foreground, or anywhere
         "ccm_flip": True,
         "ccm_intensity": 0.2,
     },
@@ -83,22 +73,30 @@ DEFAULTS: dict[str, Any] = {
         "save_every": 1000,
         "log_every": 10,
         "max_valid_images": None,  # None: all
-        "select_metric": "sbd",  # sbd (CVPPP) | aji (BBBC039) | voi (EM, lower is better)
+        "valid_partitioner": "mutex",  # the partitioner whose segmentation is scored in validation
+        "select_metric": None,  # the validation score that picks best.ckpt (voi, arand: lower is better)
         "model_dir": "../models",
         "device": "auto",  # auto | cpu | cuda | cuda:1 ...
     },
     "TEST": {
-        "strides": [5, 5],  # Mutex Watershed long-range stride
-        "small_objects": [5, 20, 50, 300],  # merge passes: objects under each size
-        "mask": "gt",  # gt: given foreground mask | pred: predicted foreground | none
+        "partitioners": ["mutex"],  # any of mutex, waterz, lmc (inference flags choose among them)
+        "strides": None,  # Mutex Watershed long-range stride per axis (None: every edge)
+        "small_objects": [],  # merge passes: objects under each size, in original pixels
+        "mask": "none",  # gt: given foreground mask | pred: predicted foreground | none
         "fg_min_size": 0,  # predicted foreground: specks under this size removed
+        "window": None,  # sliding-window size (None: the whole image at DATA.padded_size)
+        "overlap": None,  # sliding-window overlap per axis
+        "waterz_threshold": 0.5,
         "trained_dir": "../trained_models",
         "out_dir": "../inference",
-        "window": [18, 160, 160],  # 3D sliding window
-        "overlap": [4, 32, 32],
-        "waterz_threshold": 0.5,
-        "mws_strides": [1, 10, 10],
     },
+}
+
+CHOICES: dict[tuple[str, str], tuple] = {
+    ("LOSS", "background"): ("same", "none"),
+    ("LOSS", "ccm_blank"): ("foreground", "anywhere"),
+    ("TEST", "mask"): ("gt", "pred", "none"),
+    ("TRAIN", "valid_partitioner"): PARTITIONERS,
 }
 
 
@@ -129,7 +127,7 @@ def merge(base: Mapping, override: Mapping, source: str = "config", path: tuple 
     out = copy.deepcopy(dict(base))
     for key, value in (override or {}).items():
         where = path + (key,)
-        if path + (key,) in _FREE_FORM:
+        if where in _FREE_FORM:
             out[key] = copy.deepcopy(value)
             continue
         if key not in out:
@@ -144,13 +142,51 @@ def merge(base: Mapping, override: Mapping, source: str = "config", path: tuple 
     return out
 
 
+def schema(dataset: str | None) -> dict:
+    """The shared defaults plus the DATA keys of the reader of `dataset` (None: shared only)."""
+    out = copy.deepcopy(DEFAULTS)
+    if dataset is not None:
+        from pea.data import get_reader
+
+        out["DATA"].update(copy.deepcopy(get_reader(dataset).DATA_DEFAULTS))
+    return out
+
+
+def check_choices(cfg: Mapping, source: str = "config") -> None:
+    """Every key with a fixed set of values holds one of them."""
+    for (section, key), allowed in CHOICES.items():
+        if cfg[section][key] not in allowed:
+            raise PEAInputError(f"{source}: {section}.{key} = {cfg[section][key]!r}; "
+                                f"use one of {', '.join(allowed)}")
+    unknown = [p for p in cfg["TEST"]["partitioners"] or [] if p not in PARTITIONERS]
+    if unknown or not cfg["TEST"]["partitioners"]:
+        raise PEAInputError(f"{source}: TEST.partitioners = {cfg['TEST']['partitioners']!r}; "
+                            f"use a non-empty list of {', '.join(PARTITIONERS)}")
+
+
 def make_config(override: Mapping | None = None, source: str = "config") -> Config:
-    """The defaults updated by `override` (a nested mapping)."""
-    return _wrap(merge(DEFAULTS, override or {}, source))
+    """The schema of the data set named in `override` (DATA.dataset), updated by `override`."""
+    override = override or {}
+    data = override.get("DATA") or {}
+    dataset = data.get("dataset") if isinstance(data, Mapping) else None
+    cfg = merge(schema(dataset), override, source)
+    check_choices(cfg, source)
+    return _wrap(cfg)
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a YAML file and merge it into the defaults."""
+def _overlay(base: Mapping, over: Mapping, path: tuple = ()) -> dict:
+    """`base` with `over` laid on top: nested mappings merge, other values replace."""
+    out = copy.deepcopy(dict(base))
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping) and path + (key,) not in _FREE_FORM:
+            out[key] = _overlay(out[key], value, path + (key,))
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML config as a nested dict, with the file named by its `_base_` key underneath."""
     path = Path(path)
     if not path.is_file():
         raise PEAInputError(f"{path}: config file not found")
@@ -160,4 +196,16 @@ def load_config(path: str | Path) -> Config:
         raise PEAInputError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, Mapping):
         raise PEAInputError(f"{path}: the top level must be a mapping of sections")
-    return make_config(data, str(path))
+    data = dict(data)
+    base = data.pop("_base_", None)
+    if base is None:
+        return data
+    base_path = (path.parent / str(base)).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise PEAInputError(f"{path}: _base_ {base} extends itself")
+    return _overlay(read_yaml(base_path, _seen + (path.resolve(),)), data)
+
+
+def load_config(path: str | Path) -> Config:
+    """Read a YAML file (and its `_base_` files) and merge it into the schema."""
+    return make_config(read_yaml(path), str(path))

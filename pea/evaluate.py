@@ -11,11 +11,10 @@ import json
 import os
 import sys
 
-import numpy as np
 
 from pea.errors import PEAInputError
 from pea.io import LABEL_SUFFIXES, read_labels, split_h5_path
-from pea.metrics import METRIC_KEYS, evaluate, select_metrics
+from pea.metrics import METRIC_KEYS, evaluate, select_metrics, summarize
 
 METRICS_HELP = (
     "comma-separated metrics (default: all). Families: sbd (symmetric best Dice), "
@@ -106,10 +105,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{key.ljust(width)}  {_fmt(value)}")
         return 0
     rows = [(name, _score(p, g, args.metrics)) for name, p, g in _pairs(args.pred, args.gt)]
-    keys = list(rows[0][1])
-    table = np.array([[vals[k] for k in keys] for _, vals in rows], dtype=np.float64)
-    mean = dict(zip(keys, table.mean(axis=0).tolist()))
-    std = dict(zip(keys, table.std(axis=0).tolist()))
+    mean, std = summarize([vals for _, vals in rows])
     if args.json:
         print(json.dumps({"files": [{"name": name, **vals} for name, vals in rows], "mean": mean, "std": std}))
     else:

@@ -1,5 +1,6 @@
-"""Prediction: affinities = ReLU(SCM of the full-resolution embedding), for whole 2D images
-and for volumes by overlapping sliding windows; then instances by post-processing."""
+"""Prediction: affinities = ReLU(SCM of the full-resolution embedding), for the whole image
+(padded to DATA.padded_size) or by overlapping sliding windows (TEST.window); then instances
+by the partitioners TEST.partitioners names (docs/method.md section 7)."""
 from __future__ import annotations
 
 import sys
@@ -12,11 +13,11 @@ from tqdm import tqdm
 
 from pea.affinity import Offset, embedding_affinity
 from pea.augment import normalize
-from pea.data.common import Sample, pad_to, padded_shape
+from pea.data.common import Sample, pad_to, padded_shape, resize
 from pea.postprocess import merge_small_objects, mutex_watershed
 
 
-def select_device(name: str = "auto", quiet: bool = False) -> torch.device:
+def select_device(name: str = "auto") -> torch.device:
     """CUDA when available (or asked for), else the CPU with a one-line notice."""
     if name != "auto":
         if name.startswith("cuda") and not torch.cuda.is_available():
@@ -24,8 +25,7 @@ def select_device(name: str = "auto", quiet: bool = False) -> torch.device:
         return torch.device(name)
     if torch.cuda.is_available():
         return torch.device("cuda")
-    if not quiet:
-        print("notice: CUDA is not available, running on the CPU", file=sys.stderr)
+    print("notice: CUDA is not available, running on the CPU", file=sys.stderr)
     return torch.device("cpu")
 
 
@@ -38,9 +38,9 @@ def to_input(image: np.ndarray, mode: str, device: torch.device) -> torch.Tensor
 @torch.no_grad()
 def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], data_cfg: Mapping,
                   device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
-    """Affinities (C, H, W) and foreground probability (H, W) or None for one 2D image
-    (H, W, C) in [0, 1], reflect-padded to the configured size and cropped back."""
-    padded, crop = pad_to(image, padded_shape(image.shape[:2], data_cfg["padded_size"]))
+    """Affinities (C, *spatial) and foreground probability (*spatial) or None for one whole
+    image (*spatial, C) in [0, 1], reflect-padded to DATA.padded_size and cropped back."""
+    padded, crop = pad_to(image, padded_shape(image.shape[:-1], data_cfg["padded_size"]))
     out = model(to_input(padded, data_cfg["normalize"], device))
     affs = torch.relu(embedding_affinity(out["embeddings"][0], offsets))[0]
     affs = affs[(slice(None),) + crop].float().cpu().numpy()
@@ -118,6 +118,17 @@ def _validity(offsets: Sequence[Offset], window: Sequence[int]) -> np.ndarray:
     return out
 
 
+def predict(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], cfg: Mapping,
+            device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
+    """Affinities and foreground probability (or None) of one image (*spatial, C): by sliding
+    windows when TEST.window is set, else of the whole image at once."""
+    test = cfg["TEST"]
+    if test["window"]:
+        affs = predict_volume(model, image, offsets, test["window"], test["overlap"], cfg["DATA"], device)
+        return affs, None
+    return predict_image(model, image, offsets, cfg["DATA"], device)
+
+
 def foreground_mask(sample: Sample, fg_prob: np.ndarray | None, test_cfg: Mapping) -> np.ndarray | None:
     """The mask for the partitioner: the given foreground ('gt'), the predicted one ('pred',
     specks under `fg_min_size` removed) or none."""
@@ -136,43 +147,57 @@ def foreground_mask(sample: Sample, fg_prob: np.ndarray | None, test_cfg: Mappin
     return None
 
 
-def segment_image(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping,
-                  mask: np.ndarray | None, shape: Sequence[int] | None = None) -> np.ndarray:
-    """Mutex Watershed under the mask, brought to `shape` (the original image size, when
-    working at another scale), then small-object merging with sizes in original pixels."""
-    from pea.data.common import resize
+def partition(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping, methods: Sequence[str],
+              mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Instances from affinities by each partitioner in `methods` (mutex, waterz, lmc); waterz
+    and lmc share one set of fragments. Pixels outside `mask` get 0."""
+    from pea.postprocess import fragments_3d, multicut_segment, waterz_segment
 
-    seg = mutex_watershed(affs, offsets, test_cfg["strides"], mask)
-    if shape is not None and tuple(shape) != seg.shape:
+    segs: dict[str, np.ndarray] = {}
+    frags = fragments_3d(affs) if {"waterz", "lmc"} & set(methods) else None
+    for method in methods:
+        if method == "mutex":
+            segs[method] = mutex_watershed(affs, offsets, test_cfg["strides"], mask)
+            continue
+        if method == "waterz":
+            seg = waterz_segment(affs, test_cfg["waterz_threshold"], fragments=frags)
+        elif method == "lmc":
+            seg = multicut_segment(affs, offsets, fragments=frags)
+        else:
+            raise ValueError(f"unknown post-processing method '{method}' (waterz, lmc, mutex)")
+        if mask is not None:
+            seg[~mask] = 0
+        segs[method] = seg
+    return segs
+
+
+def finish(seg: np.ndarray, shape: Sequence[int], test_cfg: Mapping) -> np.ndarray:
+    """A partition brought to `shape` (the original image size, when working at another
+    scale), then small-object merging (TEST.small_objects, sizes in original pixels)."""
+    if tuple(shape) != seg.shape:
         seg = resize(seg.astype(np.int64), shape, nearest=True)
-    return merge_small_objects(seg, test_cfg["small_objects"])
+    if test_cfg["small_objects"]:
+        seg = merge_small_objects(seg, test_cfg["small_objects"])
+    return seg
+
+
+def segment(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping, mask: np.ndarray | None = None,
+            shape: Sequence[int] | None = None, methods: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Instances from affinities: each partitioner of `methods` (default TEST.partitioners),
+    brought to `shape` (default the affinities' own) and small objects merged."""
+    shape = affs.shape[1:] if shape is None else shape
+    segs = partition(affs, offsets, test_cfg, methods or test_cfg["partitioners"], mask)
+    return {method: finish(seg, shape, test_cfg) for method, seg in segs.items()}
 
 
 def segment_sample(model: torch.nn.Module, sample: Sample, cfg: Mapping, offsets: Sequence[Offset],
-                   device: torch.device, methods: Sequence[str] = ("mutex",)) -> dict:
+                   device: torch.device, methods: Sequence[str] | None = None) -> dict:
     """Predict and partition one sample; segmentations come back at the original shape.
 
     Returns {"affs": (C, *spatial) at the working resolution, "fg": probability or None,
-    "seg": {method: labels}}. 2D images use Mutex Watershed; volumes (Z, Y, X, 1) any of
-    "waterz", "lmc" (multicut), "mutex".
+    "seg": {method: labels}}; `methods` defaults to TEST.partitioners.
     """
-    from pea.postprocess import fragments_3d, multicut_segment, waterz_segment
-
     test = cfg["TEST"]
-    if sample.image.ndim == 3:
-        affs, fg = predict_image(model, sample.image, offsets, cfg["DATA"], device)
-        seg = segment_image(affs, offsets, test, foreground_mask(sample, fg, test), sample.shape)
-        return {"affs": affs, "fg": fg, "seg": {"mutex": seg}}
-    affs = predict_volume(model, sample.image, offsets, test["window"], test["overlap"], cfg["DATA"], device)
-    segs = {}
-    frags = fragments_3d(affs) if {"waterz", "lmc"} & set(methods) else None  # shared by both
-    for method in methods:
-        if method == "waterz":
-            segs[method] = waterz_segment(affs, test["waterz_threshold"], fragments=frags)
-        elif method == "lmc":
-            segs[method] = multicut_segment(affs, offsets, fragments=frags)
-        elif method == "mutex":
-            segs[method] = mutex_watershed(affs, offsets, test["mws_strides"])
-        else:
-            raise ValueError(f"unknown post-processing method '{method}' (waterz, lmc, mutex)")
-    return {"affs": affs, "fg": None, "seg": segs}
+    affs, fg = predict(model, sample.image, offsets, cfg, device)
+    segs = segment(affs, offsets, test, foreground_mask(sample, fg, test), sample.shape, methods)
+    return {"affs": affs, "fg": fg, "seg": segs}

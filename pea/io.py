@@ -25,7 +25,7 @@ import numpy as np
 from pea.errors import PEAInputError
 from pea.metrics import check_labels
 
-__all__ = ["LABEL_SUFFIXES", "H5_SUFFIXES", "read_labels", "split_h5_path"]
+__all__ = ["LABEL_SUFFIXES", "H5_SUFFIXES", "read_h5", "read_labels", "split_h5_path"]
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy") + H5_SUFFIXES
@@ -100,20 +100,28 @@ def _datasets(h5file) -> list[str]:
     return names
 
 
-def _read_h5(path: str, dataset: str | None) -> np.ndarray:
+def read_h5(path: str | os.PathLike, dataset: str | None = None) -> np.ndarray:
+    """The dataset `dataset` of an HDF5 file (None: its only dataset). PEAInputError naming
+    the file for a missing or unreadable file and a missing dataset."""
     import h5py
 
-    with h5py.File(path, "r") as f:
-        names = _datasets(f)
-        if dataset is None:
-            if len(names) != 1:
-                raise PEAInputError(f"{path}: holds {len(names)} datasets ({', '.join(names) or 'none'}); "
-                                    f"name one as {path}:DATASET")
-            dataset = names[0]
-        obj = f.get(dataset)
-        if not isinstance(obj, h5py.Dataset):
-            raise PEAInputError(f"{path}: no dataset {dataset!r} (datasets: {', '.join(names) or 'none'})")
-        return obj[()]
+    path = str(path)
+    if not os.path.isfile(path):
+        raise PEAInputError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            names = _datasets(f)
+            if dataset is None:
+                if len(names) != 1:
+                    raise PEAInputError(f"{path}: holds {len(names)} datasets ({', '.join(names) or 'none'}); "
+                                        f"name one as {path}:DATASET")
+                dataset = names[0]
+            obj = f.get(dataset)
+            if not isinstance(obj, h5py.Dataset):
+                raise PEAInputError(f"{path}: no dataset {dataset!r} (datasets: {', '.join(names) or 'none'})")
+            return obj[()]
+    except OSError as err:
+        raise PEAInputError(f"{path}: not a readable HDF5 file ({_one_line(err)})") from None
 
 
 def read_labels(path: str) -> np.ndarray:
@@ -133,7 +141,7 @@ def read_labels(path: str) -> np.ndarray:
         elif suffix == ".npy":
             arr = np.load(file, allow_pickle=False)
         else:
-            arr = _read_h5(file, dataset)
+            arr = read_h5(file, dataset)
     except PEAInputError:
         raise
     except Exception as err:  # any decoder failure is a bad file
@@ -141,6 +149,4 @@ def read_labels(path: str) -> np.ndarray:
     arr = check_labels(np.asarray(arr), str(path))
     if arr.ndim not in (2, 3):
         raise PEAInputError(f"{path}: expected a 2D or 3D label image, got shape {arr.shape}")
-    if arr.dtype.kind == "i" and arr.size and arr.min() < 0:
-        raise PEAInputError(f"{path}: has negative labels (min {arr.min()}, shape {arr.shape})")
     return arr

@@ -1,4 +1,5 @@
-"""PEA training loss: SCM, CCM and EPM affinity losses plus the optional foreground head."""
+"""PEA training loss: SCM, CCM and EPM affinity losses plus the optional foreground head
+(docs/method.md sections 2 and 4)."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -6,14 +7,15 @@ from typing import Mapping, Sequence
 import torch
 import torch.nn.functional as F
 
-from pea.affinity import Offset, affinity_loss, affinity_targets, balanced_weights, nearest_downsample
+from pea.affinity import Offset, affinity_loss, nearest_downsample
 
 
 class PEALoss:
-    """The loss of METHOD.md sections 2 and 4 for a batch of labels and network outputs.
+    """The loss for a batch of labels and network outputs, as LOSS configures it.
 
     `out` and `out2` are network outputs (dicts with "embeddings", full resolution first, and
-    "foreground"); `out2` is the second view with its flips already undone (CCM).
+    "foreground"); `out2` is the CCM view with its flips already undone (`pea.ccm.CrossView`).
+    Targets follow LOSS.background (see `pea.affinity`).
     """
 
     def __init__(self, loss_cfg: Mapping, offsets: Sequence[Offset], group_size: int):
@@ -21,35 +23,28 @@ class PEALoss:
         self.offsets = list(offsets)
         self.group_size = group_size
         self.clip = tuple(loss_cfg["weight_clip"])
-
-    def targets(self, labels: torch.Tensor, offsets: Sequence[Offset]) -> tuple[torch.Tensor, ...]:
-        """Full-size targets, masks and weights (for inspection and benchmarks; the loss
-        itself works on the valid pairs only)."""
-        target, mask = affinity_targets(labels, offsets)
-        return target, mask, balanced_weights(target, mask, self.clip)
-
-    def pyramid_targets(self, labels: torch.Tensor, shapes: Sequence[Sequence[int]]) -> list[tuple]:
-        """Targets for the lower pyramid levels: nearest-downsampled labels, shortest shifts only."""
-        return [self.targets(nearest_downsample(labels, shape), offsets)
-                for shape, offsets in zip(shapes, self.level_offsets())]
+        self.background = loss_cfg["background"]
 
     def level_offsets(self) -> list[list[Offset]]:
         """The offsets supervised at 1/2, 1/4, ...: the first `epm_groups[k]` shift groups."""
         return [self.offsets[: groups * self.group_size] for groups in self.cfg["epm_groups"]]
+
+    def _affinity(self, emb: torch.Tensor, labels: torch.Tensor, offsets: Sequence[Offset],
+                  other: torch.Tensor | None = None) -> torch.Tensor:
+        return affinity_loss(emb, labels, offsets, self.clip, other=other, background=self.background)
 
     def __call__(self, out: Mapping, labels: torch.Tensor, out2: Mapping | None = None) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
         emb = out["embeddings"]
         parts: dict[str, torch.Tensor] = {}
         if cfg["scm"]:
-            parts["scm"] = cfg["scm_weight"] * affinity_loss(emb[0], labels, self.offsets, self.clip)
+            parts["scm"] = cfg["scm_weight"] * self._affinity(emb[0], labels, self.offsets)
         if cfg["ccm"] and out2 is not None:
-            cross = affinity_loss(emb[0], labels, self.offsets, self.clip, other=out2["embeddings"][0])
-            parts["ccm"] = cfg["ccm_weight"] * cross
+            parts["ccm"] = cfg["ccm_weight"] * self._affinity(emb[0], labels, self.offsets, out2["embeddings"][0])
         if cfg["epm"]:
             total = emb[0].new_zeros(())
             for e, offsets in zip(emb[1:], self.level_offsets()):
-                total = total + affinity_loss(e, nearest_downsample(labels, e.shape[2:]), offsets, self.clip)
+                total = total + self._affinity(e, nearest_downsample(labels, e.shape[2:]), offsets)
             parts["epm"] = cfg["epm_weight"] * total
         if cfg["mask_weight"] > 0 and out.get("foreground") is not None:
             class_weight = torch.tensor([1.0, cfg["fg_class_weight"]], device=labels.device)

@@ -6,7 +6,7 @@ Label 0 is background. Each call builds one `Overlap` table with the compiled ke
 `pea._overlap` in O(pixels + overlapping pairs) and derives the metric from the table alone;
 `evaluate` builds the table once for any number of metrics.
 
-Definitions (METHOD.md section 8; "labels" are the distinct non-zero ids):
+Definitions (docs/method.md section 8; "labels" are the distinct non-zero ids):
 
 - ``best_dice(pred, gt)``: mean over labels of `pred` of the best Dice with any label of `gt`.
 - ``symmetric_best_dice`` (SBD): ``min(best_dice(pred, gt), best_dice(gt, pred))``.
@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy.sparse import csr_array
@@ -60,6 +60,7 @@ __all__ = [
     "Overlap",
     "overlap",
     "check_labels",
+    "summarize",
     "best_dice",
     "symmetric_best_dice",
     "fg_bg_dice",
@@ -101,34 +102,31 @@ SELECTORS: dict[str, tuple[str, ...]] = {**{k: (k,) for k in METRIC_KEYS}, **FAM
 
 
 def check_labels(x: np.ndarray, name: str) -> np.ndarray:
-    """`x` as an integer label array; PEAInputError (naming `name`) for fractional/non-finite floats."""
+    """`x` as a non-negative integer label array (bool as uint8, integral floats as int64);
+    PEAInputError naming `name` for other dtypes and for fractional, non-finite or negative values."""
     x = np.asarray(x)
     if x.dtype.kind == "b":
         return x.view(np.uint8)
-    if x.dtype.kind in "iu":
-        return x
     if x.dtype.kind == "f":
         if not np.isfinite(x).all():
             raise PEAInputError(f"{name} has non-finite values (dtype {x.dtype}, shape {x.shape})")
         if (np.floor(x) != x).any():
             raise PEAInputError(f"{name} has fractional values (dtype {x.dtype}, shape {x.shape}): "
                                 "labels must be integers")
-        if x.size and x.min() < 0:
-            raise PEAInputError(f"{name} has negative labels (min {x.min()}, shape {x.shape})")
         if x.size and x.max() >= 2.0**63:
             raise PEAInputError(f"{name} has labels beyond int64 (max {x.max()}, shape {x.shape})")
-        return x.astype(np.int64)
-    raise PEAInputError(f"{name} has dtype {x.dtype}, shape {x.shape}: labels must be integers")
+    elif x.dtype.kind not in "iu":
+        raise PEAInputError(f"{name} has dtype {x.dtype}, shape {x.shape}: labels must be integers")
+    if x.dtype.kind in "if" and x.size and x.min() < 0:
+        raise PEAInputError(f"{name} has negative labels (min {x.min()}, shape {x.shape})")
+    return x.astype(np.int64) if x.dtype.kind == "f" else x
 
 
 def _common_dtype(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Both arrays in one native-byte-order integer dtype (the kernel takes one dtype)."""
     if pred.dtype != gt.dtype:
         common = np.promote_types(pred.dtype, gt.dtype)
-        if common.kind == "f":  # int64 with uint64: go unsigned, after rejecting negatives
-            for x, name in ((pred, "pred"), (gt, "gt")):
-                if x.dtype.kind == "i" and x.size and x.min() < 0:
-                    raise PEAInputError(f"{name} has negative labels (min {x.min()}, shape {x.shape})")
+        if common.kind == "f":  # int64 with uint64: go unsigned (`check_labels` rejected negatives)
             common = np.dtype(np.uint64)
         pred, gt = pred.astype(common, copy=False), gt.astype(common, copy=False)
     native = pred.dtype.newbyteorder("=")
@@ -192,9 +190,6 @@ def overlap(pred: np.ndarray, gt: np.ndarray) -> Overlap:
         raise PEAInputError(f"pred and gt have different shapes: pred {pred.shape}, gt {gt.shape}")
     flat_pred, flat_gt = _common_dtype(pred, gt)
     pred_vals, gt_vals, p, g, counts = _overlap.pair_counts(flat_pred, flat_gt)
-    for vals, name, shape in ((pred_vals, "pred", pred.shape), (gt_vals, "gt", gt.shape)):
-        if vals.dtype.kind == "i" and vals.size and vals.min() < 0:
-            raise PEAInputError(f"{name} has negative labels (min {vals.min()}, shape {shape})")
     pred_ids, p = _rank(pred_vals, p)
     gt_ids, g = _rank(gt_vals, g)
     order = np.lexsort((g, p))
@@ -437,3 +432,10 @@ def evaluate(pred: np.ndarray, gt: np.ndarray,
     for fam in dict.fromkeys(_FAMILY_OF[k] for k in keys):
         values.update(_COMPUTE[fam](table))
     return {k: values[k] for k in keys}
+
+
+def summarize(rows: Sequence[Mapping[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and standard deviation of each metric over rows of scores (a "name" key is skipped)."""
+    keys = [k for k in rows[0] if k != "name"] if rows else []
+    table = np.array([[r[k] for k in keys] for r in rows], dtype=np.float64).reshape(len(rows), len(keys))
+    return dict(zip(keys, table.mean(axis=0).tolist())), dict(zip(keys, table.std(axis=0).tolist()))

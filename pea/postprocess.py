@@ -18,13 +18,15 @@ from skimage.segmentation import relabel_sequential
 from pea.affinity import Offset
 
 
-def mutex_watershed(affs: np.ndarray, offsets: Sequence[Offset], strides: Sequence[int],
+def mutex_watershed(affs: np.ndarray, offsets: Sequence[Offset], strides: Sequence[int] | None,
                     mask: np.ndarray | None = None) -> np.ndarray:
-    """Mutex Watershed (elf) on affinities in [0, 1]; pixels outside `mask` get 0."""
+    """Mutex Watershed (elf) on affinities in [0, 1]; long-range edges subsampled by
+    `strides` (None: every edge); pixels outside `mask` get 0."""
     from elf.segmentation.mutex_watershed import mutex_watershed as mws
 
     boundaries = np.ascontiguousarray(1.0 - affs, dtype=np.float32)  # elf wants boundary maps
-    seg = mws(boundaries, [list(o) for o in offsets], list(strides), mask=mask)
+    strides = list(strides) if strides else [1] * (affs.ndim - 1)
+    seg = mws(boundaries, [list(o) for o in offsets], strides, mask=mask)
     if mask is not None:
         seg[~mask] = 0
     return relabel_sequential(seg.astype(np.uint64))[0]

@@ -3,10 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from pea.affinity import (EM_OFFSETS, affinity_loss, affinity_targets, balanced_weights, embedding_affinity, nearest_downsample,
+from pea.affinity import (EM_OFFSETS, affinity_loss, affinity_targets, embedding_affinity, nearest_downsample,
                           offsets_from_shifts, widen_border)
-from pea.losses import PEALoss
-from pea.config import make_config
+from reference import balanced_weights, weighted_mse
 
 
 def test_offsets_from_shifts():
@@ -28,6 +27,15 @@ def test_targets_hand_computed():
     # (0, 2): vs two to the right
     np.testing.assert_array_equal(target[0, 2], [[0, 0, 0], [0, 0, 0]])
     np.testing.assert_array_equal(mask[0, 2], [[1, 0, 0], [1, 0, 0]])
+
+
+def test_targets_background_rule_none():
+    lab = torch.tensor([[[1, 1, 0, 0, 2]]])
+    same, _ = affinity_targets(lab, [(0, -1)], background="same")
+    none, mask = affinity_targets(lab, [(0, -1)], background="none")
+    np.testing.assert_array_equal(same[0, 0, 0], [0, 1, 0, 1, 0])  # the background pair is "same"
+    np.testing.assert_array_equal(none[0, 0, 0], [0, 1, 0, 0, 0])  # background affine to nothing
+    np.testing.assert_array_equal(mask[0, 0, 0], [0, 1, 1, 1, 1])
 
 
 def test_targets_3d_hand_computed():
@@ -58,8 +66,9 @@ def test_targets_against_naive_loop():
 
 
 def test_balanced_weights():
-    target = torch.tensor([[[[1.0, 1.0, 1.0, 0.0]], [[0.0, 0.0, 0.0, 1.0]], [[1.0, 1.0, 1.0, 1.0]]]])
-    mask = torch.ones_like(target)
+    """The reference weights (tests/reference.py) on hand-computed cases."""
+    target = np.array([[[[1.0, 1.0, 1.0, 0.0]], [[0.0, 0.0, 0.0, 1.0]], [[1.0, 1.0, 1.0, 1.0]]]])
+    mask = np.ones_like(target)
     w = balanced_weights(target, mask)
     # f = 0.75 > 0.5: ones 1, zeros 0.75 / 0.25 = 3
     np.testing.assert_allclose(w[0, 0, 0], [1, 1, 1, 3])
@@ -68,7 +77,7 @@ def test_balanced_weights():
     # f = 1 clipped to 0.99: zeros would weigh 99, ones 1
     np.testing.assert_allclose(w[0, 2, 0], [1, 1, 1, 1])
     # the mask decides which pixels count
-    mask2 = torch.tensor([[[[1.0, 1.0, 0.0, 1.0]]]])
+    mask2 = np.array([[[[1.0, 1.0, 0.0, 1.0]]]])
     w2 = balanced_weights(target[:, :1], mask2)  # f = 2/3
     np.testing.assert_allclose(w2[0, 0, 0], [1, 1, 1, 2], rtol=1e-6)
 
@@ -101,44 +110,40 @@ def test_embedding_affinity_3d_and_gradient():
     assert torch.isfinite(e.grad).all()
 
 
-def test_nearest_downsample_and_pyramid_shapes():
+def test_nearest_downsample():
     lab = torch.arange(64).reshape(1, 8, 8)
     np.testing.assert_array_equal(nearest_downsample(lab, (4, 4))[0], lab[0, ::2, ::2])
     np.testing.assert_array_equal(nearest_downsample(lab, (3, 8))[0], lab[0, [0, 2, 5]])
-    cfg = make_config().LOSS
-    loss = PEALoss(cfg, offsets_from_shifts([1, 3, 5, 9, 27]), 2)
-    labels = torch.randint(0, 3, (2, 32, 48))
-    levels = loss.pyramid_targets(labels, [(16, 24), (8, 12), (4, 6), (2, 3)])
-    for (t, m, w), shape, groups in zip(levels, [(16, 24), (8, 12), (4, 6), (2, 3)], [4, 3, 2, 1]):
-        assert t.shape == (2, 2 * groups, *shape) and m.shape == t.shape and w.shape == t.shape
-
-
-def weighted_mse(aff, target, mask, weight):
-    """The loss definition on full-size maps: sum(w * mask * (aff - target)^2) / (B * pixels)."""
-    return (weight * mask * (aff - target) ** 2).sum() / target[:, 0].numel()
 
 
 def test_weighted_mse_definition():
-    aff = torch.tensor([[[[0.5, 1.0]], [[0.0, 0.2]]]])
-    target = torch.tensor([[[[1.0, 1.0]], [[0.0, 1.0]]]])
-    mask = torch.tensor([[[[1.0, 0.0]], [[1.0, 1.0]]]])
-    weight = torch.tensor([[[[2.0, 2.0]], [[1.0, 3.0]]]])
+    aff = np.array([[[[0.5, 1.0]], [[0.0, 0.2]]]])
+    target = np.array([[[[1.0, 1.0]], [[0.0, 1.0]]]])
+    mask = np.array([[[[1.0, 0.0]], [[1.0, 1.0]]]])
+    weight = np.array([[[[2.0, 2.0]], [[1.0, 3.0]]]])
     expected = (2 * 0.25 + 3 * 0.64) / 2  # batch 1 x 2 pixels
-    assert float(weighted_mse(aff, target, mask, weight)) == pytest.approx(expected)
+    assert weighted_mse(aff, target, mask, weight) == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("shape,offsets", [((2, 17, 13), offsets_from_shifts([1, 3, 5, 9, 27])),
-                                           ((1, 6, 20, 22), EM_OFFSETS)])
-def test_affinity_loss_equals_full_map_definition(shape, offsets):
+def _full_map_loss(emb, labels, offsets, other=None, background="same"):
+    """The loss on full-size torch maps, weights from the NumPy reference (for gradients)."""
+    target, mask = affinity_targets(labels, offsets, background)
+    weight = torch.from_numpy(balanced_weights(target.numpy(), mask.numpy())).float()
+    aff = embedding_affinity(emb, offsets, other=other)
+    return (weight * mask * (aff - target) ** 2).sum() / target[:, 0].numel()
+
+
+@pytest.mark.parametrize("shape,offsets,background", [((2, 17, 13), offsets_from_shifts([1, 3, 5, 9, 27]), "same"),
+                                                      ((1, 6, 20, 22), EM_OFFSETS, "same"),
+                                                      ((1, 6, 20, 22), EM_OFFSETS, "none")])
+def test_affinity_loss_equals_full_map_definition(shape, offsets, background):
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 4, shape, generator=gen)
     emb = torch.randn((shape[0], 5) + shape[1:], generator=gen, requires_grad=True)
     other = torch.randn((shape[0], 5) + shape[1:], generator=gen)
     for second in (None, other):
-        target, mask = affinity_targets(labels, offsets)
-        weight = balanced_weights(target, mask)
-        expected = weighted_mse(embedding_affinity(emb, offsets, other=second), target, mask, weight)
-        got = affinity_loss(emb, labels, offsets, other=second)
+        expected = _full_map_loss(emb, labels, offsets, second, background)
+        got = affinity_loss(emb, labels, offsets, other=second, background=background)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
         g1, = torch.autograd.grad(got, emb)
         g2, = torch.autograd.grad(expected, emb)

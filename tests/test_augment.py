@@ -1,8 +1,7 @@
-"""2D augmentation keeps image and labels aligned; the CCM view's flips are undone."""
+"""2D augmentation keeps image and labels aligned."""
 import numpy as np
-import torch
 
-from pea.augment import Augment2D, normalize, second_view, undo_flip
+from pea.augment import Augment2D, normalize
 from pea.config import make_config
 
 
@@ -14,7 +13,7 @@ def _image_of(labels: np.ndarray) -> np.ndarray:
 def test_geometry_keeps_alignment():
     rng = np.random.default_rng(0)
     labels = np.kron(rng.integers(0, 30, size=(12, 10)), np.ones((16, 16), np.int32)).astype(np.int32)
-    cfg = make_config({"DATA": {"crop_size": [96, 80], "affine_prob": 1.0, "intensity_prob": 0.0}}).DATA
+    cfg = make_config({"DATA": {"dataset": "cvppp", "crop_size": [96, 80], "affine_prob": 1.0, "intensity_prob": 0.0}}).DATA
     aug = Augment2D(cfg)
     for seed in range(10):
         image, lab = aug(_image_of(labels), labels, np.random.default_rng(seed))
@@ -36,7 +35,7 @@ def test_geometry_keeps_alignment():
 
 def test_identity_when_everything_is_off():
     labels = np.arange(48 * 40, dtype=np.int32).reshape(48, 40)
-    cfg = make_config({"DATA": {"crop_size": [48, 40], "crop_scale": [1.0, 1.0], "flip": False,
+    cfg = make_config({"DATA": {"dataset": "cvppp", "crop_size": [48, 40], "crop_scale": [1.0, 1.0], "flip": False,
                                 "affine_prob": 0.0, "intensity_prob": 0.0}}).DATA
     image, lab = Augment2D(cfg)(_image_of(labels), labels, np.random.default_rng(3))
     np.testing.assert_array_equal(lab, labels)
@@ -46,28 +45,3 @@ def test_identity_when_everything_is_off():
 def test_normalize_imagenet():
     img = np.full((2, 2, 3), 0.485, np.float32)
     assert abs(normalize(img, "imagenet")[..., 0]).max() < 1e-6
-
-
-def test_second_view_flip_is_undone():
-    torch.manual_seed(0)
-    x = torch.randn(3, 3, 20, 24)
-    labels = torch.ones(3, 20, 24, dtype=torch.long)
-    cfg = make_config({"LOSS": {"ccm_intensity": 0.0, "ccm_mask_prob": 0.0, "ccm_flip": True}}).LOSS
-    seen = set()
-    for seed in range(12):
-        view, dims = second_view(x, labels, cfg, torch.Generator().manual_seed(seed))
-        seen.add(tuple(dims))
-        # a pixel-wise "network" (identity): undoing the flip gives back the input exactly
-        torch.testing.assert_close(undo_flip(view, dims), x)
-    assert len(seen) > 1  # flips do happen
-
-
-def test_second_view_masks_only_foreground():
-    x = torch.ones(2, 1, 64, 64)
-    labels = torch.zeros(2, 64, 64, dtype=torch.long)
-    labels[:, :, 32:] = 1
-    cfg = make_config({"LOSS": {"ccm_intensity": 0.0, "ccm_mask_prob": 1.0, "ccm_flip": False}}).LOSS
-    view, dims = second_view(x, labels, cfg, torch.Generator().manual_seed(1))
-    assert dims == []
-    assert (view[:, 0, :, :32] == 1).all()  # background untouched
-    assert (view[:, 0, :, 32:] == 0).any()  # some foreground blanked

@@ -19,14 +19,18 @@ def tiny_data(tmp_path_factory):
 
 def tiny_config(data_dir, backbone, **model):
     return make_config({
-        "DATA": {"data_dir": str(data_dir), "padded_size": [80, 64], "crop_size": [64, 64], "num_workers": 0},
+        "DATA": {"dataset": "cvppp", "data_dir": str(data_dir), "padded_size": [80, 64], "crop_size": [64, 64],
+                 "shifts": [1, 3, 5, 9, 27], "normalize": "imagenet", "num_workers": 0},
         "MODEL": {"backbone": backbone, **model},
         "TRAIN": {"iterations": 3, "batch_size": 2, "lr": 0.001, "valid_every": 3, "save_every": 3,
-                  "log_every": 1, "device": "cpu"},
+                  "log_every": 1, "device": "cpu", "select_metric": "sbd"},
+        "TEST": {"strides": [5, 5], "mask": "gt", "small_objects": [5, 20, 50, 300]},
     })
 
 
-@pytest.mark.parametrize("backbone,filters", [("resunet", [4, 8, 8, 16, 16]), ("resnet50", None), ("resnet101", None)])
+@pytest.mark.parametrize("backbone,filters", [("resunet", [4, 8, 8, 16, 16]),
+                                              pytest.param("resnet50", None, marks=pytest.mark.slow),
+                                              pytest.param("resnet101", None, marks=pytest.mark.slow)])
 def test_short_training_per_backbone(tiny_data, tmp_path, backbone, filters):
     cfg = tiny_config(tiny_data, backbone, filters=filters)
     trainer = Trainer(cfg, tmp_path / backbone)

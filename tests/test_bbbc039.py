@@ -14,7 +14,7 @@ from pea.config import load_config, make_config
 from pea.data import bbbc039, get_reader
 from pea.data.common import Sample, pad_to, padded_shape
 from pea.errors import PEAInputError
-from pea.inference import foreground_mask, predict_image, segment_image
+from pea.inference import foreground_mask, predict_image, segment
 from pea.losses import PEALoss
 from pea.metrics import aggregated_jaccard_index
 from pea.models import build_model
@@ -120,7 +120,8 @@ def test_reader_errors_name_the_file(tiny_data, tmp_path):
     with pytest.raises(PEAInputError, match="split 'valid'"):
         bbbc039.load_split(data_cfg(tiny_data), "valid")
     with pytest.raises(PEAInputError, match="DATA.normalize"):
-        bbbc039.load_split(make_config({"DATA": {"data_dir": str(tiny_data)}}).DATA, "train")
+        bbbc039.load_split(make_config({"DATA": {"dataset": "bbbc039v1", "data_dir": str(tiny_data),
+                                                 "normalize": "imagenet"}}).DATA, "train")
     with pytest.raises(PEAInputError, match="DATA.percentiles"):
         bbbc039.load_split(data_cfg(tiny_data, percentiles=[99, 1]), "train")
     with pytest.raises(PEAInputError, match="DATA.scale"):
@@ -189,7 +190,8 @@ def test_predicted_mask_drops_specks():
     np.testing.assert_array_equal(mask, expected)
     np.testing.assert_array_equal(foreground_mask(sample, prob, {"mask": "pred", "fg_min_size": 0}), prob > 0.5)
     affs = np.ones((10, 40, 40), np.float32)
-    seg = segment_image(affs, offsets_from_shifts(SHIFTS), {"strides": [10, 10], "small_objects": []}, mask)
+    test = make_config({"TEST": {"strides": [10, 10]}}).TEST
+    seg = segment(affs, offsets_from_shifts(SHIFTS), test, mask)["mutex"]
     np.testing.assert_array_equal(seg > 0, expected)
 
 
@@ -200,7 +202,7 @@ def test_ground_truth_affinities_recover_the_labels(tmp_path):
     generate_bbbc039(tmp_path, seed=9, n_train=0, n_valid=0, n_test=2)  # full size, 520x696
     for s in bbbc039.load_split(data_cfg(tmp_path), "test"):
         target, _ = affinity_targets(torch.from_numpy(s.labels.astype(np.int64))[None], offsets)
-        seg = segment_image(target[0].numpy(), offsets, test, s.fg)
+        seg = segment(target[0].numpy(), offsets, test, s.fg)["mutex"]
         assert aggregated_jaccard_index(seg, s.gt) >= 0.99
 
 

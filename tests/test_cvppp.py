@@ -47,7 +47,7 @@ def test_padding_round_trip():
 
 
 def test_reader_splits_and_scaling(tiny_data):
-    cfg = make_config({"DATA": {"data_dir": str(tiny_data)}}).DATA
+    cfg = make_config({"DATA": {"dataset": "cvppp", "data_dir": str(tiny_data)}}).DATA
     train = cvppp.load_split(cfg, "train")
     valid = cvppp.load_split(cfg, "validation")
     test = cvppp.load_split(cfg, "test")
@@ -61,13 +61,13 @@ def test_reader_splits_and_scaling(tiny_data):
     assert s.image.shape == (80, 72, 3) and s.image.dtype == np.float32 and 0 <= s.image.min() <= s.image.max() <= 1
     np.testing.assert_array_equal(s.fg, label_png > 0)
     assert test[0].labels is None and test[0].fg is not None
-    half = cvppp.load_split(make_config({"DATA": {"data_dir": str(tiny_data), "scale": 0.5}}).DATA, "validation")
+    half = cvppp.load_split(make_config({"DATA": {"dataset": "cvppp", "data_dir": str(tiny_data), "scale": 0.5}}).DATA, "validation")
     assert half[0].image.shape == (40, 36, 3) and half[0].labels.shape == (40, 36)
     assert half[0].shape == (80, 72) and half[0].gt.shape == (80, 72)
 
 
 def test_reader_errors_name_the_file(tiny_data, tmp_path):
-    cfg = make_config({"DATA": {"data_dir": str(tmp_path / "missing")}}).DATA
+    cfg = make_config({"DATA": {"dataset": "cvppp", "data_dir": str(tmp_path / "missing")}}).DATA
     with pytest.raises(PEAInputError, match="missing"):
         cvppp.load_split(cfg, "train")
     bad = tmp_path / "bad"
@@ -76,7 +76,7 @@ def test_reader_errors_name_the_file(tiny_data, tmp_path):
     (bad / "valid_set" / "local_20_1.txt").write_text("plant999\n")
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(bad / "train" / "plant001_rgb.png")
     with pytest.raises(PEAInputError, match="plant999"):
-        cvppp.load_split(make_config({"DATA": {"data_dir": str(bad)}}).DATA, "train")
+        cvppp.load_split(make_config({"DATA": {"dataset": "cvppp", "data_dir": str(bad)}}).DATA, "train")
 
 
 def test_config_unknown_key_is_an_error(tmp_path):
@@ -157,9 +157,9 @@ def test_loss_falls_quickly(tiny_data, tmp_path):
 def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):
     """Ground-truth affinities through the whole post-processing (MWS + merging)."""
     from pea.affinity import affinity_targets, offsets_from_shifts
-    from pea.inference import segment_image
+    from pea.inference import segment
 
-    cfg = make_config({})
+    cfg = load_config(SCRIPTS / "config" / "cvppp.yaml")
     offsets = offsets_from_shifts(cfg.DATA.shifts)
     rng = np.random.default_rng(5)
     from pea.synth.cvppp import make_plant
@@ -167,5 +167,5 @@ def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):
     for _ in range(3):
         _, labels = make_plant(rng, 530, 500, int(rng.integers(5, 20)))
         target, _ = affinity_targets(torch.from_numpy(labels.astype(np.int64))[None], offsets)
-        seg = segment_image(target[0].numpy(), offsets, cfg.TEST, labels > 0)
+        seg = segment(target[0].numpy(), offsets, cfg.TEST, labels > 0)["mutex"]
         assert symmetric_best_dice(seg, labels) >= 0.99

@@ -84,7 +84,7 @@ def test_segment_sample_runs_each_method_on_a_volume():
     shape = (6, 32, 32)
     volume = np.random.default_rng(0).random(shape + (1,), dtype=np.float32)
     cfg = make_config({"DATA": {"normalize": "unit"},
-                       "TEST": {"window": [6, 20, 20], "overlap": [2, 8, 8], "mws_strides": [1, 10, 10]}})
+                       "TEST": {"window": [6, 20, 20], "overlap": [2, 8, 8], "strides": [1, 10, 10]}})
     sample = Sample("v", volume, None, None, shape, None)
     out = segment_sample(PerVoxel().eval(), sample, cfg, EM_OFFSETS, DEVICE, methods=("waterz", "lmc", "mutex"))
     assert out["affs"].shape == (12,) + shape and out["fg"] is None

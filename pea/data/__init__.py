@@ -1,8 +1,14 @@
 """Readers of the real data sets' on-disk layouts.
 
-Each reader module exposes `load_split(data_cfg, split) -> list[Sample]`, `VALID_SPLIT` (the
-split used for validation during training), `METRICS` (what its scores report) and
-`train_dataset(cfg, samples) -> torch Dataset` (random augmented crops).
+A reader owns its data set's files, keys and layout, and nothing of the method. Each reader
+module exposes:
+- `DATA_DEFAULTS`: the DATA keys only this reader reads, with their defaults (they join the
+  config schema when DATA.dataset names the reader);
+- `load_split(data_cfg, split) -> list[Sample]` and `VALID_SPLIT` (the split validated on
+  during training);
+- `METRICS`: the metric families its scores report (`pea.metrics.evaluate` selectors);
+- `train_dataset(cfg, samples) -> torch Dataset`: random augmented crops;
+- `SUBMISSIONS`: split -> `writer(out_dir, segs) -> Path` of a challenge file (may be empty).
 """
 from __future__ import annotations
 

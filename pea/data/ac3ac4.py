@@ -1,27 +1,36 @@
-"""AC3/AC4 reader (METHOD.md section 9): AC4_inputs.h5 / AC4_labels.h5 (the first
+"""AC3/AC4 reader (docs/method.md section 9): AC4_inputs.h5 / AC4_labels.h5 (the first
 DATA.train_sections sections train, the rest validate) and AC3_inputs.h5 / AC3_labels.h5
 (test, split 'ac3'); each file holds one dataset 'main' (z, y, x).
 
 Samples are whole volumes: `image` (Z, Y, X, 1) float32 in [0, 1], `labels` and `gt` the
 stored ids (Z, Y, X). Border widening (DATA.widen_border) touches the training targets only:
-it is applied to each augmented training crop, never to `labels` or `gt`.
+it is applied to each augmented training crop, never to `labels` or `gt`. That background
+(membrane) is affine to nothing is the target rule LOSS.background 'none' (pea.affinity),
+which the AC3/AC4 configs select.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import h5py
 import numpy as np
 
 from pea.affinity import widen_border
 from pea.data.common import Sample
 from pea.errors import PEAInputError
+from pea.io import read_h5
+from pea.metrics import check_labels
 
 SPLITS = {"train": "AC4", "validation": "AC4", "ac3": "AC3"}
 DATASET = "main"
 VALID_SPLIT = "validation"
 METRICS = ("voi", "arand")
+SUBMISSIONS: dict = {}  # no challenge file
+DATA_DEFAULTS = {
+    "train_sections": 80,  # AC4: the first sections train, the rest validate
+    "widen_border": False,  # in-plane 3x3 border widening of the training labels
+    "em_augment": {},  # probabilities of the pea.augment_em transforms (empty: its defaults)
+}
 # extra (z, y, x) context read around a training crop, so that warps and shifts (almost)
 # never bring mirrored borders into it; cut off again after augmentation
 AUGMENT_MARGIN = (0, 16, 16)
@@ -29,16 +38,7 @@ AUGMENT_MARGIN = (0, 16, 16)
 
 def read_volume(path: Path, key: str = DATASET) -> np.ndarray:
     """The (z, y, x) dataset `key` of an HDF5 file."""
-    if not path.is_file():
-        raise PEAInputError(f"{path}: file not found")
-    try:
-        with h5py.File(path, "r") as f:
-            if not isinstance(f.get(key), h5py.Dataset):
-                found = ", ".join(sorted(f.keys())) or "nothing"
-                raise PEAInputError(f"{path}: no dataset '{key}' (found: {found})")
-            data = f[key][()]
-    except OSError as err:
-        raise PEAInputError(f"{path}: not a readable HDF5 file ({err})") from None
+    data = read_h5(path, key)
     if data.ndim != 3:
         raise PEAInputError(f"{path}: dataset '{key}' has shape {data.shape}, expected (z, y, x)")
     return data
@@ -57,8 +57,7 @@ def check_ids(labels: np.ndarray, path: Path) -> np.ndarray:
     """Non-negative integer ids, as uint32 where they fit (a 1024^2 x 100 volume: 400 MB), else int64."""
     if labels.dtype.kind not in "iu":
         raise PEAInputError(f"{path}: dataset '{DATASET}' has dtype {labels.dtype}: labels must be integers")
-    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
-        raise PEAInputError(f"{path}: dataset '{DATASET}' has negative labels (min {labels.min()})")
+    labels = check_labels(labels, f"{path}: dataset '{DATASET}'")
     if labels.dtype == np.uint64 and labels.size and labels.max() >= 2**63:
         raise PEAInputError(f"{path}: dataset '{DATASET}' has ids beyond int64 (max {labels.max()})")
     if labels.size == 0 or labels.max() < 2**32:
@@ -96,24 +95,10 @@ def load_split(data_cfg: Mapping, split: str) -> list[Sample]:
     return [Sample(name, image, labels, None, labels.shape, labels)]
 
 
-def unique_border_ids(labels: np.ndarray) -> np.ndarray:
-    """Give every background voxel (id 0) an id of its own, above the object ids.
-
-    In EM the background is membrane (widened borders, unlabelled boundaries), not a class:
-    as in the paper's 3D targets (seg_to_aff, which multiplies by seg > 0), a background voxel
-    is affine to nothing, not even to its background neighbours (which `pea.affinity`, made
-    for 2D foreground/background images, counts as 'same'). Otherwise the whole membrane
-    network would be taught to be one object."""
-    out = labels.astype(np.int64, copy=True)
-    border = out == 0
-    out[border] = out.max(initial=0) + 1 + np.arange(int(border.sum()))
-    return out
-
-
 class EMCrop:
     """A training crop of `crop_size` (z, y, x): read with `AUGMENT_MARGIN` around it, EM
-    augmentation (pea.augment_em, probabilities from DATA.em_augment), centre-cropped, borders
-    widened (DATA.widen_border), and every background voxel made affine to nothing.
+    augmentation (pea.augment_em, probabilities from DATA.em_augment), centre-cropped and
+    borders widened (DATA.widen_border).
 
     Called with a volume (Z, Y, X, 1) in [0, 1] and its labels (Z, Y, X) as
     `pea.data.common.TrainDataset` does; returns the crop (z, y, x, 1) and its labels."""
@@ -143,14 +128,11 @@ class EMCrop:
         img, lab = img[inner], lab[inner]
         if self.widen:
             lab = widen_border(lab)
-        return np.ascontiguousarray(img[..., None]), unique_border_ids(lab)
+        return np.ascontiguousarray(img[..., None]), lab
 
 
 def train_dataset(cfg, samples: Sequence[Sample]):
-    """Random augmented crops of the training volume (METHOD.md sections 4 and 6)."""
-    from functools import partial
+    """Random augmented crops of the training volume (docs/method.md sections 4 and 6)."""
+    from pea.data.common import build_train_dataset
 
-    from pea.augment import normalize
-    from pea.data.common import TrainDataset
-
-    return TrainDataset(samples, EMCrop(cfg.DATA), partial(normalize, mode=cfg.DATA.normalize), cfg.TRAIN.seed)
+    return build_train_dataset(cfg, samples, EMCrop(cfg.DATA))

@@ -1,4 +1,4 @@
-"""BBBC039V1 reader (METHOD.md section 9): images/NAME.tif (16-bit grayscale),
+"""BBBC039V1 reader (docs/method.md section 9): images/NAME.tif (16-bit grayscale),
 label_instance/NAME.png (instance ids) and metadata/{training,validation,test}.txt naming the
 images of each split (one NAME.png per line)."""
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Sequence
 import numpy as np
 import tifffile
 
+from pea.augment import AUGMENT_2D_DEFAULTS
 from pea.data.common import Sample, read_list, rescale
 from pea.data.common import train_dataset_2d as train_dataset  # noqa: F401 (reader interface)
 from pea.errors import PEAInputError
@@ -18,6 +19,11 @@ SPLIT_FILES = {"train": "training.txt", "validation": "validation.txt", "test": 
 NAME_SUFFIXES = (".png", ".tif", ".tiff")
 VALID_SPLIT = "validation"
 METRICS = ("aji", "dice", "pq")  # pq also gives dq (object F1 at IoU 0.5, shown as F1) and sq
+SUBMISSIONS: dict = {}  # no challenge file
+DATA_DEFAULTS = {
+    "percentiles": [1.0, 99.8],  # DATA.normalize 'percentile': these map to 0 and 1
+    **AUGMENT_2D_DEFAULTS,
+}
 
 
 def split_names(data_dir: str | Path, split: str) -> list[str]:
@@ -89,9 +95,8 @@ def load_split(data_cfg, split: str) -> list[Sample]:
         gt = labels = fg = None
         if label_path is not None:
             gt = read_labels(str(label_path))
-            if gt.ndim != 2 or not np.issubdtype(gt.dtype, np.integer):
-                raise PEAInputError(f"{label_path}: expected a grayscale image of integer ids, "
-                                    f"got shape {gt.shape} dtype {gt.dtype}")
+            if gt.ndim != 2:
+                raise PEAInputError(f"{label_path}: expected a grayscale image of ids, got shape {gt.shape}")
             if gt.shape != shape:
                 raise PEAInputError(f"{label_path}: shape {gt.shape} differs from the image {image_path} {shape}")
             gt = gt.astype(np.int32)

@@ -117,10 +117,18 @@ class TrainDataset(torch.utils.data.Dataset):
         return x, torch.from_numpy(np.ascontiguousarray(labels).astype(np.int64))
 
 
-def train_dataset_2d(cfg, samples: Sequence[Sample]) -> TrainDataset:
-    """Random augmented crops of 2D training images (METHOD.md section 6)."""
+def build_train_dataset(cfg, samples: Sequence[Sample], augment: Callable) -> TrainDataset:
+    """Random crops of the samples by `augment`, normalised as DATA.normalize says and drawn
+    from TRAIN.seed."""
     from functools import partial
 
-    from pea.augment import Augment2D, normalize
+    from pea.augment import normalize
 
-    return TrainDataset(samples, Augment2D(cfg.DATA), partial(normalize, mode=cfg.DATA.normalize), cfg.TRAIN.seed)
+    return TrainDataset(samples, augment, partial(normalize, mode=cfg.DATA.normalize), cfg.TRAIN.seed)
+
+
+def train_dataset_2d(cfg, samples: Sequence[Sample]) -> TrainDataset:
+    """Random augmented crops of 2D training images (docs/method.md section 6)."""
+    from pea.augment import Augment2D
+
+    return build_train_dataset(cfg, samples, Augment2D(cfg.DATA))

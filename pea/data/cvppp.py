@@ -1,4 +1,4 @@
-"""CVPPP A1 reader (METHOD.md section 9): train/plantNNN_{rgb,label,fg}.png,
+"""CVPPP A1 reader (docs/method.md section 9): train/plantNNN_{rgb,label,fg}.png,
 test/plantNNN_{rgb,fg}.png, and valid_set/local_20_1.txt naming the held-out plants."""
 from __future__ import annotations
 
@@ -6,12 +6,17 @@ from pathlib import Path
 
 import numpy as np
 
+from pea.augment import AUGMENT_2D_DEFAULTS
 from pea.data.common import Sample, read_list, read_mask, read_rgb, rescale
 from pea.data.common import train_dataset_2d as train_dataset  # noqa: F401 (reader interface)
 from pea.errors import PEAInputError
 from pea.io import read_labels
 
 SPLITS = ("train", "validation", "test")
+DATA_DEFAULTS = {
+    "valid_list": "valid_set/local_20_1.txt",  # the held-out training plants, under data_dir
+    **AUGMENT_2D_DEFAULTS,
+}
 
 
 def plant_ids(folder: Path) -> list[str]:
@@ -77,3 +82,6 @@ def write_submission(out_dir: str | Path, segs: dict[str, np.ndarray]) -> Path:
             dtype = np.uint8 if seg.max() < 256 else np.uint16
             f.create_dataset(f"A1/{name}/label", data=seg.astype(dtype), compression="gzip")
     return path
+
+
+SUBMISSIONS = {"test": write_submission}  # split -> writer of the challenge file

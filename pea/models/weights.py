@@ -64,11 +64,6 @@ class PretrainedReport:
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)  # name, file, model
     missing: list[str] = field(default_factory=list)  # in the encoder, not in the file: left as initialised
 
-    @property
-    def not_loaded(self) -> list[str]:
-        """Every entry of the file that was not copied."""
-        return self.unexpected + [name for name, _, _ in self.mismatched]
-
     def __str__(self) -> str:
         lines = [
             f"pretrained {self.path}: loaded {len(self.loaded)} tensors into the encoder",

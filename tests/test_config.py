@@ -1,0 +1,85 @@
+"""The config: shared schema, each reader's own keys, `_base_` files, checked choices, and
+the paper configs stating their pipeline."""
+from pathlib import Path
+
+import pytest
+
+from pea.affinity import resolve_offsets
+from pea.config import DEFAULTS, load_config, make_config
+from pea.data import READERS, get_reader
+from pea.errors import PEAInputError
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(ROOT.glob("scripts_*/config/*.yaml"))
+
+
+def test_reader_keys_join_only_their_own_data_set():
+    assert "valid_list" in make_config({"DATA": {"dataset": "cvppp"}}).DATA
+    assert "train_sections" in make_config({"DATA": {"dataset": "ac3ac4"}}).DATA
+    with pytest.raises(PEAInputError, match="unknown key 'DATA.train_sections'"):
+        make_config({"DATA": {"dataset": "cvppp", "train_sections": 80}})
+    with pytest.raises(PEAInputError, match="unknown key 'DATA.valid_list'"):
+        make_config({"DATA": {"dataset": "ac3ac4", "valid_list": "x.txt"}})
+    for name in READERS:  # a reader's keys are its own, never a shared key of another meaning
+        assert not set(get_reader(name).DATA_DEFAULTS) & set(DEFAULTS["DATA"])
+
+
+def test_shared_schema_names_no_data_set():
+    flat = repr(DEFAULTS).lower()
+    assert not any(name in flat for name in ("cvppp", "bbbc", "ac3", "ac4"))
+
+
+@pytest.mark.parametrize("key, value, allowed", [("LOSS.background", "maybe", "same, none"),
+                                                 ("TEST.mask", "always", "gt, pred, none"),
+                                                 ("TRAIN.valid_partitioner", "watershed", "waterz, lmc, mutex"),
+                                                 ("TEST.partitioners", ["mutex", "graph"], "waterz, lmc, mutex"),
+                                                 ("TEST.partitioners", [], "waterz, lmc, mutex")])
+def test_choices_are_checked(key, value, allowed):
+    section, name = key.split(".")
+    with pytest.raises(PEAInputError, match=f"{key}.*{allowed}"):
+        make_config({section: {name: value}})
+
+
+def test_base_files_state_only_what_differs(tmp_path):
+    (tmp_path / "base.yaml").write_text("NAME: base\nDATA:\n  dataset: cvppp\n  shifts: [1, 3]\n"
+                                        "TRAIN:\n  lr: 0.5\n  batch_size: 4\n")
+    (tmp_path / "child.yaml").write_text("_base_: base.yaml\nNAME: child\nTRAIN:\n  lr: 0.25\n")
+    cfg = load_config(tmp_path / "child.yaml")
+    assert (cfg.NAME, cfg.TRAIN.lr, cfg.TRAIN.batch_size, cfg.DATA.shifts) == ("child", 0.25, 4, [1, 3])
+    (tmp_path / "loop.yaml").write_text("_base_: loop.yaml\n")
+    with pytest.raises(PEAInputError, match="extends itself"):
+        load_config(tmp_path / "loop.yaml")
+    (tmp_path / "missing.yaml").write_text("_base_: nowhere.yaml\n")
+    with pytest.raises(PEAInputError, match="nowhere.yaml: config file not found"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_resnet_configs_extend_cvppp():
+    folder = ROOT / "scripts_cvppp" / "config"
+    base = load_config(folder / "cvppp.yaml").to_dict()
+    for backbone in ("resnet50", "resnet101"):
+        cfg = load_config(folder / f"cvppp_{backbone}.yaml").to_dict()
+        assert cfg["MODEL"]["backbone"] == backbone and cfg["NAME"] == f"cvppp_{backbone}"
+        for section in ("DATA", "LOSS", "TRAIN", "TEST"):
+            assert cfg[section] == base[section]
+
+
+def test_explicit_offsets_need_a_group_size():
+    data = make_config({"DATA": {"offsets": [[-1, 0, 0], [0, -1, 0]]}}).DATA
+    with pytest.raises(PEAInputError, match="DATA.group_size"):
+        resolve_offsets(data)
+    data.group_size = 2
+    assert resolve_offsets(data) == ([(-1, 0, 0), (0, -1, 0)], 2)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_shipped_config_states_its_pipeline(path):
+    cfg = load_config(path)
+    assert cfg.NAME and cfg.DATA.dataset in READERS and cfg.DATA.normalize
+    offsets, _ = resolve_offsets(cfg.DATA)
+    assert cfg.TRAIN.select_metric and cfg.TRAIN.valid_partitioner
+    if "mutex" in cfg.TEST.partitioners + [cfg.TRAIN.valid_partitioner]:
+        assert len(cfg.TEST.strides) == len(offsets[0])
+    # sliding windows where the config says so, with one size per axis of the offsets
+    if cfg.TEST.window:
+        assert len(cfg.TEST.window) == len(cfg.TEST.overlap) == len(offsets[0])
