@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from pea.errors import PEAInputError
+from pea.noise import smooth_noise
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -76,17 +77,6 @@ def intensity(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, c
     return out.astype(np.float32), labels
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Smooth random (y, x) field with unit root-mean-square (blurred on a coarse grid, then upsampled)."""
-    step = max(1, int(sigma // 2))
-    coarse = rng.standard_normal((shape[0] // step + 2, shape[1] // step + 2), dtype=np.float32)
-    field = cv2.GaussianBlur(coarse, (0, 0), sigma / step, borderType=cv2.BORDER_REFLECT_101)
-    if step > 1:
-        field = cv2.resize(field, (coarse.shape[1] * step, coarse.shape[0] * step), interpolation=cv2.INTER_LINEAR)
-    field = field[:shape[0], :shape[1]]
-    return field / max(float(np.sqrt((field ** 2).mean())), 1e-6)
-
-
 def _remap(image: np.ndarray, labels: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> Pair:
     """Sample image (bilinear) and labels (nearest) at float coordinates ys, xs of shape (z|1, y, x)."""
     out = np.empty_like(image)
@@ -114,9 +104,7 @@ def elastic(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, alp
     the two sides, so image and labels agree exactly only away from boundaries.
     """
     z, h, w = image.shape
-    n = z if per_section else 1
-    dy = np.stack([_smooth_field(rng, (h, w), sigma) for _ in range(n)]) * alpha
-    dx = np.stack([_smooth_field(rng, (h, w), sigma) for _ in range(n)]) * alpha
+    dy, dx = smooth_noise(rng, (2, z if per_section else 1, h, w), (0, 0, sigma, sigma)) * alpha
     grid_y, grid_x = np.mgrid[:h, :w].astype(np.float32)
     return _remap(image, labels, grid_y + dy, grid_x + dx)
 

@@ -25,7 +25,7 @@ import numpy as np
 from pea.errors import PEAInputError
 from pea.metrics import check_labels
 
-__all__ = ["LABEL_SUFFIXES", "H5_SUFFIXES", "read_h5", "read_labels", "split_h5_path"]
+__all__ = ["LABEL_SUFFIXES", "H5_SUFFIXES", "colour_ids", "read_h5", "read_labels", "split_h5_path"]
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy") + H5_SUFFIXES
@@ -43,8 +43,8 @@ def split_h5_path(path: str) -> tuple[str, str | None]:
     return path, None
 
 
-def _colour_ids(rgb: np.ndarray) -> np.ndarray:
-    """One id per distinct colour along the last axis (sorted by colour, black = 0)."""
+def colour_ids(rgb: np.ndarray) -> np.ndarray:
+    """One id per distinct colour along the last axis (sorted by colour, black = 0; gray: the gray value)."""
     channels = [rgb[..., k] for k in range(rgb.shape[-1])]
     if all(np.array_equal(channels[0], c) for c in channels[1:]):
         return channels[0]
@@ -76,7 +76,7 @@ def _read_png(path: str) -> np.ndarray:
     if bgr is None:
         raise OSError("OpenCV cannot decode it")
     rgb = bgr[..., [2, 1, 0, 3][: bgr.shape[-1]]]
-    return _colour_ids(_drop_transparent(rgb) if rgb.shape[-1] == 4 else rgb)
+    return colour_ids(_drop_transparent(rgb) if rgb.shape[-1] == 4 else rgb)
 
 
 def _read_tiff(path: str) -> np.ndarray:
@@ -88,7 +88,7 @@ def _read_tiff(path: str) -> np.ndarray:
         rgb = (page.photometric == tifffile.PHOTOMETRIC.RGB
                and page.planarconfig == tifffile.PLANARCONFIG.CONTIG and arr.shape[-1] in (3, 4))
     if rgb:
-        return _colour_ids(_drop_transparent(arr) if arr.shape[-1] == 4 else arr[..., :3])
+        return colour_ids(_drop_transparent(arr) if arr.shape[-1] == 4 else arr[..., :3])
     return arr
 
 

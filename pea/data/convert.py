@@ -18,13 +18,14 @@ import tifffile
 from skimage.measure import label as connected_components
 
 from pea.errors import PEAInputError
+from pea.io import colour_ids
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 MAX_ID = np.iinfo(np.uint16).max
 
 
 def _colour_code(mask: np.ndarray) -> np.ndarray:
-    """One integer per pixel that is unique for each RGB colour (alpha is ignored)."""
+    """One integer per pixel that is unique for each RGB colour (alpha is ignored, black = 0)."""
     if mask.dtype != np.uint8:
         raise PEAInputError(
             f"mask dtype {mask.dtype}: BBBC039 masks are 8-bit (uint8) colour images")
@@ -33,8 +34,7 @@ def _colour_code(mask: np.ndarray) -> np.ndarray:
     if mask.ndim != 3 or mask.shape[2] not in (3, 4):
         raise PEAInputError(
             f"mask shape {mask.shape}: expected (H, W), (H, W, 3) RGB or (H, W, 4) RGBA")
-    rgb = mask[..., :3].astype(np.int32)
-    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+    return colour_ids(mask[..., :3])
 
 
 def masks_to_instances(mask: np.ndarray, min_size: int = 25) -> np.ndarray:

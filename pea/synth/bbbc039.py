@@ -19,6 +19,7 @@ from scipy.ndimage import gaussian_filter
 
 from pea.data.convert import masks_to_instances, write_label
 from pea.errors import PEAInputError
+from pea.noise import smooth_noise
 
 FULL_SHAPE = (520, 696)
 CAMERA_MAX = 4095  # the real images hold 12-bit camera values in 16-bit TIFFs
@@ -108,13 +109,6 @@ def _add_micronuclei(rng: np.random.Generator, labels: np.ndarray, first_id: int
     return n
 
 
-def _smooth_field(rng: np.random.Generator, height: int, width: int, cells: int) -> np.ndarray:
-    """Smooth random field with zero mean, unit std, about `cells` bumps across the width."""
-    grid = rng.standard_normal((max(2, cells * height // width), cells)).astype(np.float32)
-    field = cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC)
-    return (field - field.mean()) / (field.std() + 1e-6)
-
-
 def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     """Uneven background: offset, linear gradient, vignetting and low-frequency haze."""
     yy, xx = np.mgrid[:height, :width].astype(np.float32)
@@ -124,7 +118,7 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     gradient = 1.0 + rng.uniform(0.0, 0.35) * (np.cos(direction) * xx + np.sin(direction) * yy)
     oy, ox = rng.uniform(-0.15, 0.15, size=2)
     vignette = 1.0 - rng.uniform(0.1, 0.45) * ((yy - oy) ** 2 + (xx - ox) ** 2)
-    haze = 1.0 + rng.uniform(0.02, 0.08) * _smooth_field(rng, height, width, 6)
+    haze = 1.0 + rng.uniform(0.02, 0.08) * smooth_noise(rng, (height, width), width / 12)  # ~6 bumps across
     return rng.uniform(120.0, 450.0) * gradient * vignette * haze
 
 
@@ -150,8 +144,8 @@ def make_nuclei_image(rng: np.random.Generator, height: int = FULL_SHAPE[0],
     # thickness-like fall-off towards the rim: dims edges and the seams of touching nuclei
     profile = 0.2 + 0.8 * (1.0 - radius ** 2) ** rng.uniform(0.25, 0.4)
 
-    fine = _smooth_field(rng, height, width, width // 3)
-    coarse = _smooth_field(rng, height, width, width // 10)
+    fine = smooth_noise(rng, (height, width), 1.3)  # grain of about 3 px
+    coarse = smooth_noise(rng, (height, width), 4.3)  # blotches of about 10 px
     texture = 1.0 + rng.uniform(0.06, 0.14) * fine + rng.uniform(0.04, 0.1) * coarse
 
     spots = np.zeros((height, width), dtype=np.float32)

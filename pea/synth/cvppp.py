@@ -18,6 +18,7 @@ from skimage.measure import label as connected_components
 from PIL import Image
 
 from pea.errors import PEAInputError
+from pea.noise import smooth_noise
 
 GOLDEN_ANGLE = np.deg2rad(137.508)
 MIN_VISIBLE_AREA = 300  # px at 530 x 500 (scaled with the image area); smaller leaves are dropped
@@ -34,14 +35,6 @@ class _Leaf(NamedTuple):
     colour: np.ndarray  # (3,) float32 RGB in [0, 1]
 
 
-def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Gaussian-smoothed white noise with unit standard deviation."""
-    field = rng.standard_normal(shape).astype(np.float32)
-    if sigma > 0:
-        field = cv2.GaussianBlur(field, (0, 0), sigma)
-    return field / max(float(field.std()), 1e-6)
-
-
 def _hsv(h_deg: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h_deg / 360.0, float(np.clip(s, 0, 1)), float(np.clip(v, 0, 1))),
                     dtype=np.float32)
@@ -55,9 +48,9 @@ def _soil(rng: np.random.Generator, height: int, width: int, centre: tuple[float
     else:  # dark, nearly black soil
         base = _hsv(rng.uniform(15, 40), rng.uniform(0.15, 0.4), rng.uniform(0.10, 0.22))
     shape = (height, width)
-    value = (1.0 + 0.22 * _noise(rng, shape, 0.7 * scale) + 0.14 * _noise(rng, shape, 2.5 * scale)
-             + 0.12 * _noise(rng, shape, 12 * scale))
-    clods = _noise(rng, shape, 6 * scale)
+    value = (1.0 + 0.22 * smooth_noise(rng, shape, 0.7 * scale)
+             + 0.14 * smooth_noise(rng, shape, 2.5 * scale) + 0.12 * smooth_noise(rng, shape, 12 * scale))
+    clods = smooth_noise(rng, shape, 6 * scale)
     value *= 1.0 - 0.35 * np.clip(clods - 0.8, 0, 1.2)
     soil = base[None, None, :] * np.clip(value, 0.2, 2.5)[..., None]
     grains = rng.random(shape) < rng.uniform(0.0002, 0.0012)
@@ -74,7 +67,7 @@ def _soil(rng: np.random.Generator, height: int, width: int, centre: tuple[float
         dist = (r - 1.0) * float(half.min())  # ~px outside the pot wall
         rim_w = rng.uniform(5, 12) * scale
         tray = _hsv(rng.uniform(0, 360), rng.uniform(0, 0.15), rng.uniform(0.06, 0.18))
-        tray = tray[None, None, :] * (1 + 0.08 * _noise(rng, shape, 1.0))[..., None]
+        tray = tray[None, None, :] * (1 + 0.08 * smooth_noise(rng, shape, 1.0))[..., None]
         rim_v = rng.uniform(0.25, 0.5)
         rim = np.clip(1 - np.abs(dist - rim_w / 2) / (rim_w / 2), 0, 1) ** 0.5
         outside = np.clip(dist / 1.5, 0, 1)[..., None]

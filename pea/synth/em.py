@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import cv2
 import h5py
 import numpy as np
 from scipy import ndimage
@@ -21,25 +20,9 @@ from scipy.spatial import cKDTree
 from skimage.segmentation import watershed
 
 from pea.errors import PEAInputError
+from pea.noise import smooth_noise
 
 _MARGIN = 24  # simulated border around the field of view (tubes leave and enter through it)
-
-
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], sigma) -> np.ndarray:
-    """Gaussian-filtered (z, y, x) white noise with unit standard deviation (float32).
-
-    Wide in-plane filters run on a coarser grid that is bilinearly upsampled (far cheaper).
-    """
-    sigma = np.broadcast_to(np.asarray(sigma, np.float64), (3,))
-    step = max(1, int(min(sigma[1:]) // 1.5))
-    coarse = (shape[0], -(-shape[1] // step) + 1, -(-shape[2] // step) + 1) if step > 1 else shape
-    field = ndimage.gaussian_filter(rng.standard_normal(coarse, dtype=np.float32),
-                                    sigma / (1, step, step), truncate=3.0)
-    if step > 1:
-        size = ((coarse[2] - 1) * step, (coarse[1] - 1) * step)
-        field = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in field])
-        field = field[:, :shape[1], :shape[2]]
-    return field / max(float(field.std()), 1e-6)
 
 
 def _log_radius(rng: np.random.Generator, n: int, r_mean: float) -> np.ndarray:
@@ -153,8 +136,8 @@ def _partition(rng: np.random.Generator, sections: list[dict], extent: tuple[int
                irregularity: float) -> np.ndarray:
     """Every voxel to one tube: per-section watershed on marker distance + correlated noise."""
     shape = (len(sections),) + extent
-    noise = irregularity * (0.5 * _smooth_noise(rng, shape, (1.5, 2.5, 2.5))
-                            + _smooth_noise(rng, shape, (1.5, 7.0, 7.0)))
+    noise = irregularity * (0.5 * smooth_noise(rng, shape, (1.5, 2.5, 2.5))
+                            + smooth_noise(rng, shape, (1.5, 7.0, 7.0)))
     labels = np.empty((len(sections),) + extent, np.int32)
     for z, tubes in enumerate(sections):
         markers = _draw_markers(tubes, extent)
@@ -170,16 +153,16 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
     grow = ndimage.grey_dilation(labels, size=(1, 3, 3))
     shrink = ndimage.grey_erosion(labels, size=(1, 3, 3))
     boundary = grow != shrink
-    membrane = (labels < grow) | (boundary & (_smooth_noise(rng, shape, (1, 4, 4)) > 0.3))
+    membrane = (labels < grow) | (boundary & (smooth_noise(rng, shape, (1, 4, 4)) > 0.3))
     interior = ~ndimage.binary_dilation(boundary, np.ones((1, 7, 7), bool))
 
     tone = rng.normal(0.70, 0.05, n_ids).astype(np.float32)
-    image = tone[labels] + 0.03 * _smooth_noise(rng, shape, (0, 1.0, 1.0)) \
-        + 0.03 * _smooth_noise(rng, shape, (0.5, 3.0, 3.0))
+    image = tone[labels] + 0.03 * smooth_noise(rng, shape, (0, 1.0, 1.0)) \
+        + 0.03 * smooth_noise(rng, shape, (0.5, 3.0, 3.0))
     has_mito = rng.random(n_ids) < 0.3
-    mito = (_smooth_noise(rng, shape, (1.2, 2.5, 2.5)) > 1.1) & has_mito[labels] & interior
+    mito = (smooth_noise(rng, shape, (1.2, 2.5, 2.5)) > 1.1) & has_mito[labels] & interior
     mito_edge = mito & ~ndimage.binary_erosion(mito, np.ones((1, 3, 3), bool))
-    image[mito] = 0.42 + 0.06 * _smooth_noise(rng, shape, (0, 0.7, 0.7))[mito]
+    image[mito] = 0.42 + 0.06 * smooth_noise(rng, shape, (0, 0.7, 0.7))[mito]
     image[mito_edge] = 0.30
     has_vesicles = rng.random(n_ids) < 0.12
     spots = (rng.random(shape) < 0.03) & has_vesicles[labels] & interior & ~mito
@@ -188,7 +171,7 @@ def _render(rng: np.random.Generator, labels: np.ndarray) -> np.ndarray:
 
     dark = ndimage.gaussian_filter(membrane.astype(np.float32), (0, 0.6, 0.6))
     image = image * (1.0 - 0.75 * np.clip(dark * 1.6, 0, 1))
-    image *= 1.0 + 0.06 * _smooth_noise(rng, shape, (2, 40, 40))
+    image *= 1.0 + 0.06 * smooth_noise(rng, shape, (2, 40, 40))
     image = ndimage.gaussian_filter(image, (0, 0.7, 0.7))
     return image + rng.normal(0.0, 0.045, shape).astype(np.float32)
 
