@@ -39,9 +39,9 @@ demo-ac3ac4: install
 	cd scripts_ac3ac4 && $(PYTHON) untrained.py -c=ac3ac4_demo
 	mkdir -p inference/$(AC_RUN)_untrained inference/$(AC_RUN)
 	cd scripts_ac3ac4 && $(PYTHON) inference.py -c=ac3ac4_demo -mn=$(AC_RUN)_untrained -id=init -m=ac3 \
-		--waterz --lmc --mutex > ../inference/$(AC_RUN)_untrained/summary.txt
+		-waterz -mutex > ../inference/$(AC_RUN)_untrained/summary.txt
 	cd scripts_ac3ac4 && $(PYTHON) inference.py -c=ac3ac4_demo -mn=$(AC_RUN) -id=best -m=ac3 \
-		--waterz --lmc --mutex > ../inference/$(AC_RUN)/summary.txt
+		-waterz -mutex > ../inference/$(AC_RUN)/summary.txt
 	@echo "== AC3 look-alike, untrained network (the initial weights of the run) =="
 	@cat inference/$(AC_RUN)_untrained/summary.txt
 	@echo "== AC3 look-alike, trained network (best validation VOI) =="

@@ -31,10 +31,12 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def normalize(image: np.ndarray, mode: str) -> np.ndarray:
-    """Network input from an image in [0, 1] (..., H, W, C): ImageNet mean/std for RGB,
-    zero-centred for grey images."""
+    """Network input from an image in [0, 1] (..., H, W, C): ImageNet mean/std for RGB
+    ('imagenet'), the image as it is ('none'), else zero-centred ((x - 0.5) / 0.25)."""
     if mode == "imagenet":
         return ((image - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
+    if mode == "none":
+        return np.asarray(image, dtype=np.float32)
     return ((image - 0.5) / 0.25).astype(np.float32)
 
 

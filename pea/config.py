@@ -34,12 +34,13 @@ DEFAULTS: dict[str, Any] = {
         "data_dir": None,
         "scale": 1.0,  # resize factor applied when images are read (CPU demos use 0.5)
         "padded_size": None,  # whole-image inference: padded size (None: next multiple of 16)
+        "pad_mode": "reflect",  # ... padded by reflection or with zeros (zero)
         "crop_size": None,  # training crop
         "shifts": None,  # 2D: offsets from shifts and DATA.neighbor ...
         "neighbor": 4,  # 4 or 8
         "offsets": None,  # ... or an explicit list of offsets (any dimension)
         "group_size": None,  # offsets per shift group with explicit offsets (EPM levels)
-        "normalize": None,  # imagenet (RGB) | unit (grey images in [0, 1])
+        "normalize": None,  # imagenet (RGB) | unit ((x - 0.5) / 0.25) | none (the [0, 1] image as it is)
         "num_workers": 2,
     },
     "MODEL": dict(MODEL_DEFAULTS),
@@ -83,9 +84,12 @@ DEFAULTS: dict[str, Any] = {
         "strides": None,  # Mutex Watershed long-range stride per axis (None: every edge)
         "small_objects": [],  # merge passes: objects under each size, in original pixels
         "mask": "none",  # gt: given foreground mask | pred: predicted foreground | none
-        "fg_min_size": 0,  # predicted foreground: specks under this size removed
+        "fg_min_size": 0,  # predicted foreground: specks under this size removed ...
+        "fg_connectivity": 1,  # ... as connected by faces (1) or also by corners (2 in 2D: 8-connected)
         "window": None,  # sliding-window size (None: the whole image at DATA.padded_size)
         "overlap": None,  # sliding-window overlap per axis
+        "window_blend": "ramp",  # ramp (partners inside the window only) | gaussian (the authors')
+        "context": None,  # gaussian: reflect-padding of the volume per axis before the windows
         "waterz_threshold": 0.5,
         "trained_dir": "../trained_models",
         "out_dir": "../inference",
@@ -95,7 +99,9 @@ DEFAULTS: dict[str, Any] = {
 CHOICES: dict[tuple[str, str], tuple] = {
     ("LOSS", "background"): ("same", "none"),
     ("LOSS", "ccm_blank"): ("foreground", "anywhere"),
+    ("DATA", "pad_mode"): ("reflect", "zero"),
     ("TEST", "mask"): ("gt", "pred", "none"),
+    ("TEST", "window_blend"): ("ramp", "gaussian"),
     ("TRAIN", "valid_partitioner"): PARTITIONERS,
 }
 

@@ -39,8 +39,8 @@ def to_input(image: np.ndarray, mode: str, device: torch.device) -> torch.Tensor
 def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], data_cfg: Mapping,
                   device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
     """Affinities (C, *spatial) and foreground probability (*spatial) or None for one whole
-    image (*spatial, C) in [0, 1], reflect-padded to DATA.padded_size and cropped back."""
-    padded, crop = pad_to(image, padded_shape(image.shape[:-1], data_cfg["padded_size"]))
+    image (*spatial, C) in [0, 1], padded to DATA.padded_size (DATA.pad_mode) and cropped back."""
+    padded, crop = pad_to(image, padded_shape(image.shape[:-1], data_cfg["padded_size"]), data_cfg["pad_mode"])
     out = model(to_input(padded, data_cfg["normalize"], device))
     affs = torch.relu(embedding_affinity(out["embeddings"][0], offsets))[0]
     affs = affs[(slice(None),) + crop].float().cpu().numpy()
@@ -66,6 +66,16 @@ def _starts(n: int, window: int, overlap: int) -> list[int]:
     return sorted(set(starts))
 
 
+def _windows(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int],
+             starts: Sequence[Sequence[int]], data_cfg: Mapping, device: torch.device, progress: bool):
+    """(slices, ReLU affinities (C, *window)) of every window whose starts the grid names."""
+    grid = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(window))
+    for start in tqdm(grid, desc="sliding windows", disable=not progress, leave=False):
+        sl = tuple(slice(s, s + w) for s, w in zip(start, window))
+        emb = model(to_input(volume[sl], data_cfg["normalize"], device))["embeddings"][0]
+        yield sl, embedding_affinity(emb, offsets)[0]
+
+
 @torch.no_grad()
 def predict_volume(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int],
                    overlap: Sequence[int], data_cfg: Mapping, device: torch.device,
@@ -82,16 +92,12 @@ def predict_volume(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence
     starts = [_starts(n, w, o) for n, w, o in zip(spatial, window, overlap)]
     profiles = [_profile(w, o) for w, o in zip(window, overlap)]
     out = np.zeros((len(offsets),) + tuple(spatial), dtype=np.float32)
-    grid = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(spatial))
     weight = np.ones(window, dtype=np.float32)
     for d, p in enumerate(profiles):
         weight *= p.reshape([-1 if k == d else 1 for k in range(len(spatial))]).astype(np.float32)
     valid = _validity(offsets, window)
-    for start in tqdm(grid, desc="sliding windows", disable=not progress, leave=False):
-        sl = tuple(slice(s, s + w) for s, w in zip(start, window))
-        emb = model(to_input(volume[sl], data_cfg["normalize"], device))["embeddings"][0]
-        affs = torch.relu(embedding_affinity(emb, offsets))[0].float().cpu().numpy()
-        out[(slice(None),) + sl] += affs * valid * weight
+    for sl, affs in _windows(model, volume, offsets, window, starts, data_cfg, device, progress):
+        out[(slice(None),) + sl] += torch.relu(affs).float().cpu().numpy() * valid * weight
     for c, off in enumerate(offsets):
         norm = np.ones((), dtype=np.float64)
         for d, (n, w, o, st) in enumerate(zip(spatial, window, off, starts)):
@@ -102,6 +108,46 @@ def predict_volume(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence
             norm = np.multiply.outer(norm, axis_sum)
         out[c] /= np.where(norm > 0, norm, 1.0).astype(np.float32)
     return out
+
+
+def gaussian_weight(window: Sequence[int], sigma: float = 0.2) -> np.ndarray:
+    """The authors' window weight: 1e-6 + exp(-d^2 / (2 sigma^2)), d the distance from the
+    centre on a grid running from -1 to 1 along every axis (docs/method.md section 7)."""
+    grids = np.meshgrid(*[np.linspace(-1, 1, int(w), dtype=np.float32) for w in window], indexing="ij")
+    dist = np.sqrt(sum(g * g for g in grids))
+    return (1e-6 + np.exp(-(dist ** 2) / np.float32(2.0 * sigma ** 2))).astype(np.float32)
+
+
+def fill_first_plane(affs: torch.Tensor, offsets: Sequence[Offset]) -> torch.Tensor:
+    """For each unit-step offset (-1 along one axis), its first plane along that axis, where
+    the partner lies outside, takes the values of the second plane (the authors' windows)."""
+    for c, off in enumerate(offsets):
+        axes = [a for a, o in enumerate(off) if o]
+        if len(axes) == 1 and off[axes[0]] == -1 and affs.shape[axes[0] + 1] > 1:
+            affs[c].narrow(axes[0], 0, 1).copy_(affs[c].narrow(axes[0], 1, 1))
+    return affs
+
+
+@torch.no_grad()
+def predict_volume_gaussian(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset],
+                            window: Sequence[int], overlap: Sequence[int], context: Sequence[int] | None,
+                            data_cfg: Mapping, device: torch.device, progress: bool = True) -> np.ndarray:
+    """The authors' sliding windows: the volume reflect-padded by `context`, windows at
+    stride window - overlap (the last one flush with the end), the unit-step channels' first
+    plane filled, ReLU, and a Gaussian-weighted mean of all windows; cropped back."""
+    context = [int(c) for c in (context or [0] * (volume.ndim - 1))]
+    padded = np.pad(volume, [(c, c) for c in context] + [(0, 0)], mode="reflect")
+    spatial = padded.shape[:-1]
+    window = [min(int(w), int(n)) for w, n in zip(window, spatial)]
+    starts = [_starts(n, w, o) for n, w, o in zip(spatial, window, overlap)]
+    weight = gaussian_weight(window)
+    out = np.zeros((len(offsets),) + tuple(spatial), dtype=np.float32)
+    total = np.zeros(spatial, dtype=np.float32)
+    for sl, affs in _windows(model, padded, offsets, window, starts, data_cfg, device, progress):
+        out[(slice(None),) + sl] += torch.relu(fill_first_plane(affs, offsets)).float().cpu().numpy() * weight
+        total[sl] += weight
+    out /= total
+    return out[(slice(None),) + tuple(slice(c, n - c) for c, n in zip(context, spatial))]
 
 
 def _axis_valid(o: int, w: int) -> np.ndarray:
@@ -123,6 +169,10 @@ def predict(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset]
     """Affinities and foreground probability (or None) of one image (*spatial, C): by sliding
     windows when TEST.window is set, else of the whole image at once."""
     test = cfg["TEST"]
+    if test["window"] and test["window_blend"] == "gaussian":
+        affs = predict_volume_gaussian(model, image, offsets, test["window"], test["overlap"], test["context"],
+                                       cfg["DATA"], device)
+        return affs, None
     if test["window"]:
         affs = predict_volume(model, image, offsets, test["window"], test["overlap"], cfg["DATA"], device)
         return affs, None
@@ -142,7 +192,8 @@ def foreground_mask(sample: Sample, fg_prob: np.ndarray | None, test_cfg: Mappin
             raise ValueError("TEST.mask is 'pred' but the network has no foreground head (MODEL.fg_head)")
         mask = fg_prob > 0.5
         if test_cfg["fg_min_size"] > 0:
-            mask = remove_small_objects(mask, max_size=int(test_cfg["fg_min_size"]) - 1)
+            mask = remove_small_objects(mask, max_size=int(test_cfg["fg_min_size"]) - 1,
+                                        connectivity=int(test_cfg["fg_connectivity"]))
         return mask
     return None
 
@@ -195,9 +246,11 @@ def segment_sample(model: torch.nn.Module, sample: Sample, cfg: Mapping, offsets
     """Predict and partition one sample; segmentations come back at the original shape.
 
     Returns {"affs": (C, *spatial) at the working resolution, "fg": probability or None,
-    "seg": {method: labels}}; `methods` defaults to TEST.partitioners.
+    "mask": the partitioner's mask or None, "seg": {method: labels}}; `methods` defaults to
+    TEST.partitioners.
     """
     test = cfg["TEST"]
     affs, fg = predict(model, sample.image, offsets, cfg, device)
-    segs = segment(affs, offsets, test, foreground_mask(sample, fg, test), sample.shape, methods)
-    return {"affs": affs, "fg": fg, "seg": segs}
+    mask = foreground_mask(sample, fg, test)
+    segs = segment(affs, offsets, test, mask, sample.shape, methods)
+    return {"affs": affs, "fg": fg, "mask": mask, "seg": segs}

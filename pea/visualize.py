@@ -29,14 +29,13 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return np.repeat(image[..., None], 3, -1) if image.ndim == 2 else image
 
 
-def save_panel(path: str | Path, image: np.ndarray, affs: np.ndarray, seg: np.ndarray,
+def save_panel(path: str | Path, image: np.ndarray, middle: np.ndarray, seg: np.ndarray,
                gt: np.ndarray | None = None) -> None:
-    """Write a side-by-side panel; `affs` is (C, H, W) and shown as the mean of the
-    nearest-neighbour channels, everything is brought to the segmentation's size."""
+    """Write a side-by-side panel image | middle | segmentation | ground truth; `middle` is a
+    map (H, W), e.g. one affinity channel, or a colour image (H, W, 3); everything is brought
+    to the segmentation's size."""
     shape = seg.shape
-    ndim = seg.ndim
-    aff = affs[:ndim].mean(0)
-    tiles = [_gray(resize(image, shape, nearest=False)), _gray(resize(aff, shape, nearest=False)),
+    tiles = [_gray(resize(image, shape, nearest=False)), _gray(resize(middle, shape, nearest=False)),
              color_labels(seg)]
     if gt is not None:
         tiles.append(color_labels(gt))

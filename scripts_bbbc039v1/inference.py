@@ -1,8 +1,9 @@
-"""Segment with a trained PEA network: python inference.py -c=CONFIG -mn=MODEL -id=CKPT -m=MODE."""
+"""Segment with a trained PEA network, with the authors' flags:
+python inference.py -c=CONFIG -mn=MODEL -id=CKPT -m=validation|test [-s] [-sw] [-se] [-ne] [-sn N] [-sd N] [-nb 4|8] [-sf SHIFTS]."""
 import sys
 from pathlib import Path
 
-from pea.scripts import inference_main
+from pea.inference_cli import image_inference_main
 
 if __name__ == "__main__":
-    sys.exit(inference_main(Path(__file__).resolve().parent))
+    sys.exit(image_inference_main(Path(__file__).resolve().parent))

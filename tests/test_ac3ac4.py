@@ -244,19 +244,31 @@ def test_short_training_lowers_the_loss(tmp_path, synth):
 def test_inference_script_writes_each_method(tmp_path, synth, capsys):
     import yaml
 
-    from pea.scripts import inference_main
+    from pea.inference_cli import volume_inference_main as inference_main
     from pea.train import Trainer, save_checkpoint
 
     cfg = _tiny_config(tmp_path, synth, iterations=1)
     save_checkpoint(tmp_path / "models" / "tiny" / "init.ckpt", Trainer(cfg, tmp_path / "x").state())
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
-    argv = [f"-c={path}", "-mn=tiny", "-id=init", "-m=ac3", "--waterz", "--lmc", "--mutex", "--device=cpu"]
+    argv = [f"-c={path}", "-mn=tiny", "-id=init", "-m=ac3", "-waterz", "-mutex", "--device=cpu"]
     assert inference_main(tmp_path, argv) == 0
-    out = tmp_path / "inference" / "tiny" / "ac3"
+    out = tmp_path / "inference" / "tiny" / "ac3" / "affs_init"
     lines = capsys.readouterr().out.strip().splitlines()
-    for method, line in zip(("waterz", "lmc", "mutex"), lines[-3:]):
+    for method, line in zip(("waterz", "lmc", "mutex"), lines[-3:]):  # multicut runs unless -lmc
         assert line.startswith(f"{method}: VOI_split=") and "VOI_merge=" in line and "ARAND=" in line
         with h5py.File(out / f"seg_{method}.hdf") as f:
-            assert f["AC3"].shape == (6, 48, 48)
+            assert f["main"].shape == (6, 48, 48)
         assert (out / f"score_{method}.txt").read_text().startswith("name voi_split voi_merge voi arand")
+    assert (out / "scores.txt").read_text().splitlines() == lines[-3:]
+    # -lmc switches the multicut off; ac4 with -ts takes AC4's last sections; -pm scores pixels
+    argv = [f"-c={path}", "-mn=tiny", "-id=init", "-m=ac4", "-ts=4", "-lmc", "-waterz", "-pm", "--device=cpu"]
+    assert inference_main(tmp_path, argv) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-2].startswith("waterz: ") and lines[-1].startswith("pixel AC4: MSE=")
+    out = tmp_path / "inference" / "tiny" / "ac4" / "affs_init"
+    assert not (out / "seg_lmc.hdf").exists()
+    with h5py.File(out / "seg_waterz.hdf") as f:
+        assert f["main"].shape == (4, 48, 48)
+    # -mutex is a flag of its own, never "-m utex"; nothing to run is an error
+    assert inference_main(tmp_path, argv[:4] + ["-lmc"]) == 2

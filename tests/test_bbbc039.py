@@ -18,7 +18,8 @@ from pea.inference import foreground_mask, predict_image, segment
 from pea.losses import PEALoss
 from pea.metrics import aggregated_jaccard_index
 from pea.models import build_model
-from pea.scripts import inference_main, train_main
+from pea.inference_cli import image_inference_main as inference_main
+from pea.scripts import train_main
 from pea.synth.bbbc039 import generate_bbbc039
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts_bbbc039v1"
@@ -183,15 +184,22 @@ def test_predicted_mask_drops_specks():
     prob[30:34, 30:36] = 0.7  # 24 px: removed
     prob[12, 30] = 0.6  # 1 px
     prob[15:18, 2:5] = 0.4  # under 0.5: background
+    prob[30:33, 2:6], prob[33:36, 6:10] = 0.9, 0.9  # 12 + 12 px touching at a corner only
     sample = Sample("x", np.zeros((40, 40, 1), np.float32))
-    mask = foreground_mask(sample, prob, {"mask": "pred", "fg_min_size": 25})
     expected = np.zeros((40, 40), bool)
     expected[2:8, 2:8] = expected[20:25, 20:25] = True
-    np.testing.assert_array_equal(mask, expected)
-    np.testing.assert_array_equal(foreground_mask(sample, prob, {"mask": "pred", "fg_min_size": 0}), prob > 0.5)
+    four = foreground_mask(sample, prob, {"mask": "pred", "fg_min_size": 25, "fg_connectivity": 1})
+    np.testing.assert_array_equal(four, expected)
+    eight = foreground_mask(sample, prob, {"mask": "pred", "fg_min_size": 24, "fg_connectivity": 2})
+    expected8 = expected.copy()
+    expected8[30:34, 30:36] = True  # 24 px: kept at 24
+    expected8[30:33, 2:6] = expected8[33:36, 6:10] = True  # one object of 24 px when 8-connected
+    np.testing.assert_array_equal(eight, expected8)
+    plain = foreground_mask(sample, prob, {"mask": "pred", "fg_min_size": 0, "fg_connectivity": 1})
+    np.testing.assert_array_equal(plain, prob > 0.5)
     affs = np.ones((10, 40, 40), np.float32)
     test = make_config({"TEST": {"strides": [10, 10]}}).TEST
-    seg = segment(affs, offsets_from_shifts(SHIFTS), test, mask)["mutex"]
+    seg = segment(affs, offsets_from_shifts(SHIFTS), test, four)["mutex"]
     np.testing.assert_array_equal(seg > 0, expected)
 
 
@@ -227,11 +235,11 @@ def test_training_and_test_inference(tiny_data, tmp_path):
 
     inf = ["-c=bbbc039v1_demo", "-mn=tiny", "-id=best", "-m=test"] + tiny_overrides(tiny_data, models, out, 12)
     assert inference_main(SCRIPTS, inf) == 0
-    tdir = out / "tiny" / "test"
+    tdir = out / "tiny" / "test" / "affs_best"
     names = listed(tiny_data, "test.txt")
     with h5py.File(tdir / "seg.hdf", "r") as f:
-        assert sorted(f) == sorted(names) and all(f[k].shape == (96, 112) for k in f)
-        segs = {k: f[k][()] for k in f}
+        assert [n.decode() for n in f["names"][()]] == names and f["main"].shape == (len(names), 96, 112)
+        segs = dict(zip(names, f["main"][()]))
     score = [line.split() for line in (tdir / "score.txt").read_text().splitlines()]
     assert score[0] == ["name", "aji", "dice", "pq", "dq", "sq"]
     assert [row[0] for row in score[1:]] == names + ["mean", "std"]

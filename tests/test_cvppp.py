@@ -12,7 +12,8 @@ from pea.data import cvppp
 from pea.data.common import pad_to, padded_shape
 from pea.errors import PEAInputError
 from pea.metrics import symmetric_best_dice
-from pea.scripts import inference_main, train_main
+from pea.inference_cli import image_inference_main as inference_main
+from pea.scripts import train_main
 from pea.synth.cvppp import generate_cvppp
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts_cvppp"
@@ -122,17 +123,20 @@ def test_training_resume_and_inference(tiny_data, tmp_path):
     # inference: validation writes seg.hdf, score.txt, panels; test writes the submission
     inf = ["-c=cvppp_demo", "-mn=straight", "-id=best"] + tiny_overrides(tiny_data, models, out)
     assert inference_main(SCRIPTS, inf + ["-m=validation", "-s"]) == 0
-    vdir = out / "straight" / "validation"
+    vdir = out / "straight" / "validation" / "affs_best"
+    held = (tiny_data / "valid_set" / "local_20_1.txt").read_text().split()
     with h5py.File(vdir / "seg.hdf", "r") as f:
-        assert sorted(f) == sorted((tiny_data / "valid_set" / "local_20_1.txt").read_text().split())
-        assert all(f[k].shape == (80, 72) for k in f)
+        assert f["main"].shape == (2, 80, 72) and [n.decode() for n in f["names"][()]] == held
     with h5py.File(vdir / "affs.hdf", "r") as f:
-        assert all(f[k].shape == (10, 40, 36) for k in f)  # working resolution (scale 0.5)
+        assert f["main"].shape == (2, 10, 40, 36)  # working resolution (scale 0.5)
+        assert f["mask"].shape == (2, 40, 36)
     score = (vdir / "score.txt").read_text().splitlines()
     assert score[0].split()[:2] == ["name", "sbd"] and score[-2].startswith("mean")
     assert len(list((vdir / "panels").glob("*.png"))) == 2
-    assert inference_main(SCRIPTS, inf + ["-m=test"]) == 0
-    with h5py.File(out / "straight" / "test" / "submission.h5", "r") as f:
+    assert inference_main(SCRIPTS, inf + ["-m=test", "-sw"]) == 0  # -sw: no panels
+    tdir = out / "straight" / "test" / "affs_best"
+    assert not (tdir / "panels").exists()
+    with h5py.File(tdir / "submission.h5", "r") as f:
         names = sorted(f["A1"])
         assert len(names) == 2 and f[f"A1/{names[0]}/label"].shape == (80, 72)
 

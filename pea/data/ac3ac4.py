@@ -21,13 +21,14 @@ from pea.errors import PEAInputError
 from pea.io import read_h5
 from pea.metrics import check_labels
 
-SPLITS = {"train": "AC4", "validation": "AC4", "ac3": "AC3"}
+SPLITS = {"train": "AC4", "validation": "AC4", "ac3": "AC3", "ac4": "AC4"}
 DATASET = "main"
 VALID_SPLIT = "validation"
 METRICS = ("voi", "arand")
 SUBMISSIONS: dict = {}  # no challenge file
 DATA_DEFAULTS = {
     "train_sections": 80,  # AC4: the first sections train, the rest validate
+    "test_split": 20,  # split 'ac4': AC4's last sections (the authors' inference -ts)
     "widen_border": False,  # in-plane 3x3 border widening of the training labels
     "em_augment": {},  # probabilities of the pea.augment_em transforms (empty: its defaults)
 }
@@ -65,11 +66,17 @@ def check_ids(labels: np.ndarray, path: Path) -> np.ndarray:
     return labels.astype(np.int64, copy=False)
 
 
-def section_range(split: str, depth: int, train_sections: int, path: Path) -> slice:
-    """The sections of a split: AC4's first `train_sections` (train) or the rest (validation);
-    all of AC3."""
+def section_range(split: str, depth: int, data_cfg: Mapping, path: Path) -> slice:
+    """The sections of a split: AC4's first DATA.train_sections (train) or the rest
+    (validation); AC4's last DATA.test_split (ac4); all of AC3."""
     if split == "ac3":
         return slice(0, depth)
+    if split == "ac4":
+        last = int(data_cfg["test_split"])
+        if not 0 < last <= depth:
+            raise PEAInputError(f"DATA.test_split (-ts) = {last}: {path} has {depth} sections")
+        return slice(depth - last, depth)
+    train_sections = int(data_cfg["train_sections"])
     if not 0 < train_sections < depth:
         raise PEAInputError(f"DATA.train_sections = {train_sections}: {path} has {depth} sections, "
                             f"need 0 < train_sections < {depth} to leave some for validation")
@@ -77,7 +84,7 @@ def section_range(split: str, depth: int, train_sections: int, path: Path) -> sl
 
 
 def load_split(data_cfg: Mapping, split: str) -> list[Sample]:
-    """The one volume of a split ('train', 'validation' or 'ac3')."""
+    """The one volume of a split ('train', 'validation', 'ac3' or 'ac4')."""
     if split not in SPLITS:
         raise PEAInputError(f"unknown AC3/AC4 split '{split}' (use one of {', '.join(SPLITS)})")
     folder = Path(data_cfg["data_dir"])
@@ -88,10 +95,10 @@ def load_split(data_cfg: Mapping, split: str) -> list[Sample]:
     if labels.shape != image.shape:
         raise PEAInputError(f"{label_path}: dataset '{DATASET}' has shape {labels.shape}, "
                             f"but {image_path} has {image.shape}")
-    sections = section_range(split, image.shape[0], int(data_cfg["train_sections"]), image_path)
+    sections = section_range(split, image.shape[0], data_cfg, image_path)
     image = to_unit(image[sections], image_path)[..., None]
     labels = check_ids(labels[sections], label_path)
-    name = f"{SPLITS[split]}_{split}" if split != "ac3" else "AC3"
+    name = {"ac3": "AC3", "ac4": "AC4"}.get(split, f"AC4_{split}")
     return [Sample(name, image, labels, None, labels.shape, labels)]
 
 

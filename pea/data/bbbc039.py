@@ -21,7 +21,8 @@ VALID_SPLIT = "validation"
 METRICS = ("aji", "dice", "pq")  # pq also gives dq (object F1 at IoU 0.5, shown as F1) and sq
 SUBMISSIONS: dict = {}  # no challenge file
 DATA_DEFAULTS = {
-    "percentiles": [1.0, 99.8],  # DATA.normalize 'percentile': these map to 0 and 1
+    "percentiles": [1.0, 99.8],  # per image, these percentiles map to 0 and 1 ([0, 100]: min-max)
+    "channels": 1,  # the grey image repeated to this many input channels (the authors' network: 3)
     **AUGMENT_2D_DEFAULTS,
 }
 
@@ -60,9 +61,10 @@ def read_image(path: Path, percentiles: Sequence[float]) -> np.ndarray:
 
 
 def _check_percentiles(data_cfg) -> tuple[float, float]:
-    if data_cfg["normalize"] != "percentile":
+    if data_cfg["normalize"] not in ("percentile", "none"):
         raise PEAInputError(f"DATA.normalize: '{data_cfg['normalize']}' does not fit BBBC039V1's 16-bit grayscale "
-                            f"images; use 'percentile' (DATA.percentiles [0, 100] is plain min-max)")
+                            f"images, which DATA.percentiles scales to [0, 1]; use 'percentile' (then "
+                            f"(x - 0.5) / 0.25) or 'none' (the scaled image as it is)")
     p = data_cfg["percentiles"]
     if not (isinstance(p, (list, tuple)) and len(p) == 2 and 0 <= float(p[0]) < float(p[1]) <= 100):
         raise PEAInputError(f"DATA.percentiles: expected [low, high] with 0 <= low < high <= 100, got {p!r}")
@@ -90,7 +92,7 @@ def load_split(data_cfg, split: str) -> list[Sample]:
     samples = []
     for name, label_path in zip(names, label_paths):
         image_path = data_dir / "images" / f"{name}.tif"
-        image = read_image(image_path, percentiles)
+        image = np.repeat(read_image(image_path, percentiles), int(data_cfg["channels"]), axis=-1)
         shape = image.shape[:2]
         gt = labels = fg = None
         if label_path is not None:

@@ -69,10 +69,10 @@ def resize(array: np.ndarray, shape: Sequence[int], nearest: bool, shrink: bool 
     return out.reshape(out.shape[:2] + array.shape[2:])
 
 
-def pad_to(array: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, tuple[slice, ...]]:
-    """Reflect-pad the leading axes to `shape`, split evenly (CVPPP: 530x500 -> 544x544 pads
-    7 rows top and bottom, 22 columns left and right). Returns the padded array and the
-    slices that crop it back."""
+def pad_to(array: np.ndarray, shape: Sequence[int], mode: str = "reflect") -> tuple[np.ndarray, tuple[slice, ...]]:
+    """Pad the leading axes to `shape` by reflection or with zeros (`mode` reflect | zero),
+    split evenly (530x500 -> 544x544 pads 7 rows top and bottom, 22 columns left and right).
+    Returns the padded array and the slices that crop it back."""
     pads, crop = [], []
     for n, m in zip(array.shape, shape):
         if m < n:
@@ -81,7 +81,7 @@ def pad_to(array: np.ndarray, shape: Sequence[int]) -> tuple[np.ndarray, tuple[s
         pads.append((before, m - n - before))
         crop.append(slice(before, before + n))
     pads += [(0, 0)] * (array.ndim - len(shape))
-    return np.pad(array, pads, mode="reflect"), tuple(crop)
+    return np.pad(array, pads, mode="reflect" if mode == "reflect" else "constant"), tuple(crop)
 
 
 def padded_shape(shape: Sequence[int], padded: Sequence[int] | None, multiple: int = 16) -> tuple[int, ...]:

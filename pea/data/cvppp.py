@@ -72,15 +72,27 @@ VALID_SPLIT = "validation"
 METRICS = ("sbd", "dic", "voi", "arand")
 
 
-def write_submission(out_dir: str | Path, segs: dict[str, np.ndarray]) -> Path:
-    """The challenge file: HDF5 with one dataset A1/plantNNN/label per test image."""
+EXAMPLE_SUBMISSION = "submission_example.h5"  # the challenge's example file, in DATA.data_dir
+
+
+def write_submission(out_dir: str | Path, segs: dict[str, np.ndarray], data_cfg) -> Path:
+    """The challenge file submission.h5: a copy of the challenge's example file (when
+    DATA.data_dir holds it) with A1/plantNNN/label replaced, else one built from scratch."""
+    import shutil
+
     import h5py
 
     path = Path(out_dir) / "submission.h5"
-    with h5py.File(path, "w") as f:
+    example = Path(data_cfg["data_dir"]) / EXAMPLE_SUBMISSION
+    if example.is_file():
+        shutil.copyfile(example, path)
+    with h5py.File(path, "a" if example.is_file() else "w") as f:
         for name, seg in sorted(segs.items()):
+            key = f"A1/{name}/label"
+            if key in f:
+                del f[key]
             dtype = np.uint8 if seg.max() < 256 else np.uint16
-            f.create_dataset(f"A1/{name}/label", data=seg.astype(dtype), compression="gzip")
+            f.create_dataset(key, data=seg.astype(dtype), compression="gzip")
     return path
 
 
