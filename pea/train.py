@@ -3,7 +3,6 @@ selection, atomic checkpoints, exact resumption, TensorBoard and text logs."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +14,8 @@ from tqdm import tqdm
 
 from pea.affinity import resolve_offsets
 from pea.ccm import CrossView
-from pea.config import Config, make_config
+from pea.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
+from pea.config import Config
 from pea.data import get_reader
 from pea.errors import PEAInputError
 from pea.inference import segment_sample, select_device
@@ -24,43 +24,6 @@ from pea.metrics import evaluate, select_metrics, summarize
 from pea.models import build_model, load_state_dict_checked
 
 LOWER_IS_BETTER = {"voi", "arand", "voi_split", "voi_merge", "abs_dic"}
-
-
-def save_checkpoint(path: Path, state: Mapping) -> None:
-    """Write to a temporary file in the same folder and rename: never a broken checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict:
-    """Read a checkpoint written by `save_checkpoint` (weights only, no pickled code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise PEAInputError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for corrupt files
-        raise PEAInputError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
-    if not isinstance(ckpt, Mapping) or "model_weights" not in ckpt:
-        raise PEAInputError(f"{path}: no 'model_weights' key in the checkpoint")
-    return dict(ckpt)
-
-
-def model_from_checkpoint(ckpt: Mapping, device: torch.device,
-                          source: str = "checkpoint") -> tuple[torch.nn.Module, Config]:
-    """Rebuild the network from the MODEL section of the checkpoint's stored config and load
-    its weights (the ImageNet initialisation named in MODEL.pretrained is not read again).
-    The other sections come from the config the caller uses, so retired data or test keys
-    in an old checkpoint do not matter."""
-    stored = ckpt.get("config", {})
-    cfg = make_config({"MODEL": stored.get("MODEL", {})} if isinstance(stored, Mapping) else {},
-                      f"{source} config")  # only the network is rebuilt from the checkpoint
-    cfg.MODEL.pretrained = None
-    model = build_model(cfg.MODEL)
-    load_state_dict_checked(model, ckpt["model_weights"], source)
-    return model.to(device).eval(), cfg
 
 
 def validate(model: torch.nn.Module, samples, cfg: Config, offsets, device, metrics) -> tuple[dict, list[dict]]:
@@ -118,10 +81,14 @@ class Trainer:
         }
 
     def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint. An official one (weights and `current_iter` only)
+        continues, as the authors' code does, from its iteration with a fresh optimizer;
+        its network must be the configured one (MODEL.backbone resunet_official, ...)."""
         ckpt = load_checkpoint(path)
         load_state_dict_checked(self.model, ckpt["model_weights"], str(path))
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.iteration = int(ckpt["iteration"])
+        if "optimizer" in ckpt:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.iteration = int(ckpt["iteration"] if "iteration" in ckpt else ckpt.get("current_iter", 0))
         self.best = json.loads(ckpt.get("best", "null")) or self.best
 
     # -- one step ----------------------------------------------------------------------

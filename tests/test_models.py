@@ -9,13 +9,7 @@ from pea.errors import PEAInputError
 from pea.models import MODELS, build_model, load_pretrained, load_state_dict_checked
 from pea.models.blocks import fit_inplane, upsample_to
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on shared, oversubscribed cores two threads run these small nets ~20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 SMALL = {  # small widths keep the 3D nets and the gradient checks fast

@@ -10,12 +10,15 @@ any z). Training (batch-norm statistics) with batch 1 needs more than one 1/16-l
 for resnet* and superhuman: use in-plane sizes >= 32 (or Z >= 2 in 3D) there.
 
 Backbones: resunet (2D, paper's best, 4.71M), resnet50 / resnet101 (2D, 15.36M / 34.35M),
-superhuman (3D, Lee et al. 2017), mala (3D, Funke et al.). A new backbone is one module
-with a `@register("name")` builder plus its import below.
+superhuman (3D, Lee et al. 2017), mala (3D, Funke et al.), and the authors' own layouts that
+load their released checkpoints: resunet_official (2D) and superhuman_official (3D), see
+`pea.models.official`. A new backbone is one module with a `@register("name")` builder plus
+its import below.
 """
 from pea.models.registry import DEFAULTS, MODELS, build_model, register
 from pea.models.weights import PretrainedReport, load_pretrained, load_state_dict_checked
-from pea.models import mala, resnet, resunet, superhuman  # noqa: F401  (registers the backbones)
+from pea.models import mala, official, resnet, resunet, superhuman  # noqa: F401  (registers the backbones)
+from pea.models.official import official_model_config, strip_module_prefix
 
 __all__ = [
     "DEFAULTS",
@@ -24,5 +27,7 @@ __all__ = [
     "build_model",
     "load_pretrained",
     "load_state_dict_checked",
+    "official_model_config",
     "register",
+    "strip_module_prefix",
 ]

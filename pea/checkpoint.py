@@ -1,0 +1,79 @@
+"""Checkpoints: writing them atomically, reading them (weights only, no pickled code), and
+rebuilding their network, for the project's own checkpoints and the authors' released ones.
+
+A project checkpoint holds `model_weights` and the run's `config`, whose MODEL section
+rebuilds the network. An official checkpoint (`{'current_iter', 'valid_result',
+'model_weights'}`, often PyTorch's legacy non-zip format, keys possibly prefixed `module.`)
+has no config: it is recognised by its key names and its network (`resunet_official` or
+`superhuman_official`) and every width are read from the tensors' shapes
+(`pea.models.official_model_config`).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pea.config import Config, make_config
+from pea.errors import PEAInputError
+from pea.models import build_model, load_state_dict_checked, official_model_config, strip_module_prefix
+
+
+def save_checkpoint(path: Path, state: Mapping) -> None:
+    """Write to a temporary file in the same folder and rename: never a broken checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(dict(state), tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read a project or official checkpoint (weights only, no pickled code); a `module.`
+    prefix on every weight name (nn.DataParallel) is removed."""
+    path = Path(path)
+    if not path.is_file():
+        raise PEAInputError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt files
+        raise PEAInputError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model_weights"), Mapping):
+        raise PEAInputError(f"{path}: no 'model_weights' mapping in the checkpoint")
+    return {**ckpt, "model_weights": strip_module_prefix(ckpt["model_weights"])}
+
+
+def checkpoint_model_config(ckpt: Mapping) -> Any:
+    """The MODEL section that rebuilds the checkpoint's network: its stored config's, or for
+    an official checkpoint (no config, the authors' key names) the one read from its shapes."""
+    stored = ckpt.get("config")
+    if isinstance(stored, Mapping):
+        return stored.get("MODEL", {})
+    if stored is None and isinstance(ckpt.get("model_weights"), Mapping):
+        official = official_model_config(ckpt["model_weights"])
+        if official is not None:
+            return official
+    return {}
+
+
+def model_from_checkpoint(ckpt: Mapping, device: torch.device | str,
+                          source: str = "checkpoint") -> tuple[torch.nn.Module, Config]:
+    """Rebuild the checkpoint's network (`checkpoint_model_config`) in eval mode on `device`
+    and load its weights strictly (the ImageNet initialisation named in MODEL.pretrained is
+    not read again). Only the MODEL section of the returned config comes from the
+    checkpoint, so retired data or test keys in an old checkpoint do not matter."""
+    cfg = make_config({"MODEL": checkpoint_model_config(ckpt)}, f"{source} config")
+    cfg.MODEL.pretrained = None
+    model = build_model(cfg.MODEL)
+    load_state_dict_checked(model, strip_module_prefix(ckpt["model_weights"]), source)
+    return model.to(device).eval(), cfg
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
+    """The network of a project or official checkpoint file, loaded, in eval mode on `device`.
+
+    It maps (N, C, H, W) or (N, C, Z, Y, X) to {"embeddings": [full, 1/2, 1/4, 1/8, 1/16],
+    "foreground": logits or None}."""
+    return model_from_checkpoint(load_checkpoint(path), device, str(path))[0]
