@@ -146,13 +146,15 @@ def _load(script_dir: Path, args, apply_flags: Callable) -> Loaded:
     return Loaded(cfg, reader, model, device, samples, out_dir)
 
 
-def write_stack(path: Path, arrays: dict[str, np.ndarray], dtype, extra: dict | None = None) -> None:
-    """HDF5 with dataset 'main': the arrays stacked in order (one array: itself), or, when
-    their shapes differ, one dataset per name; 'names' lists the names in order."""
+def write_stack(path: Path, arrays: dict[str, np.ndarray], dtype, extra: dict | None = None,
+                single: bool = False) -> None:
+    """HDF5 with dataset 'main': the arrays stacked in order (with `single`, one array is
+    written as itself), or, when their shapes differ, one dataset per name; 'names' lists the
+    names in order."""
     names = list(arrays)
     values = [np.asarray(arrays[n]).astype(dtype) for n in names]
     with h5py.File(path, "w") as f:
-        if len(values) == 1:
+        if single and len(values) == 1:
             f.create_dataset("main", data=values[0], compression="gzip")
         elif len({v.shape for v in values}) == 1:
             f.create_dataset("main", data=np.stack(values), compression="gzip")
@@ -274,9 +276,9 @@ def _volume_inference(script_dir: Path, args) -> int:
     show = (lambda s, r: _section_images(run.out_dir / "affs_img", r["affs"])) if args.show else (lambda s, r: None)
     out = _segment_split(run, methods, list(run.reader.METRICS), args.save or args.pixel_metric, show)
     for method in methods:
-        write_stack(run.out_dir / f"seg_{method}.hdf", out.segs[method], np.uint64)
+        write_stack(run.out_dir / f"seg_{method}.hdf", out.segs[method], np.uint64, single=True)
     if args.save:
-        write_stack(run.out_dir / "affs.hdf", out.affs, np.float32)
+        write_stack(run.out_dir / "affs.hdf", out.affs, np.float32, single=True)
     summary = [write_scores(run.out_dir / f"score_{m}.txt", out.rows[m], m) for m in methods if out.rows[m]]
     if args.pixel_metric:
         summary += [_pixel_line(s, out.affs[s.name], run.cfg.LOSS.background, offsets)

@@ -17,7 +17,7 @@ from pea.config import make_config
 from pea.errors import PEAInputError
 from pea.models import build_model, official_model_config
 from pea.models.official import OfficialResUNet, OfficialSuperhuman
-from pea.scripts import inference_main
+from pea.inference_cli import image_inference_main as inference_main
 from pea.synth.cvppp import generate_cvppp
 from pea.train import Trainer
 
@@ -175,5 +175,5 @@ def test_inference_script_takes_an_official_checkpoint(tmp_path):
             "TEST.trained_dir=/nonexistent", "TRAIN.device=cpu"]
     args = ["-c=cvppp_demo", "-mn=official", f"-id={DATA / 'resunet2d_small.ckpt'}", "-m=validation"]
     assert inference_main(SCRIPTS_CVPPP, args + sum((["--set", s] for s in sets), [])) == 0
-    with h5py.File(out / "official" / "validation" / "seg.hdf", "r") as f:
-        assert len(f) == 1 and all(f[k].shape == (80, 72) for k in f)
+    with h5py.File(out / "official" / "validation" / "affs_resunet2d_small" / "seg.hdf", "r") as f:
+        assert f["main"].shape == (1, 80, 72)
