@@ -195,6 +195,7 @@ def _inference(script_dir: Path, argv) -> int:
     from pea.affinity import resolve_offsets
     from pea.inference import segment_sample
     from pea.metrics import evaluate
+    from pea.train import reported_metrics
 
     args = _inference_args(argv)
     cfg, model, device, reader, samples = load_inference(script_dir, args)
@@ -203,6 +204,7 @@ def _inference(script_dir: Path, argv) -> int:
     out_dir = Path(cfg.TEST.out_dir) / args.model_name / args.mode
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"writing to: {out_dir}")
+    metrics = reported_metrics(cfg, reader)
     rows: dict[str, list[dict]] = {m: [] for m in methods}
     segs: dict[str, dict[str, np.ndarray]] = {m: {} for m in methods}
     with ExitStack() as stack:
@@ -215,7 +217,7 @@ def _inference(script_dir: Path, argv) -> int:
                 segs[method][sample.name] = seg
                 if sample.gt is not None:
                     rows[method].append({"name": sample.name,
-                                         **evaluate(seg, sample.gt, metrics=list(reader.METRICS))})
+                                         **evaluate(seg, sample.gt, metrics=metrics)})
             _panel(out_dir / "panels" / f"{sample.name}.png", sample, result)
     _write_segmentations(out_dir, segs)
     writer = reader.SUBMISSIONS.get(args.mode)
@@ -245,5 +247,6 @@ def _write_scores(path: Path, rows: list[dict], method: str) -> str:
 
 
 def _label(key: str) -> str:
-    return {"sbd": "SBD", "abs_dic": "|DiC|", "dic": "DiC", "aji": "AJI", "dice": "Dice", "pq": "PQ", "dq": "F1",
-            "sq": "SQ", "voi_split": "VOI_split", "voi_merge": "VOI_merge", "voi": "VOI", "arand": "ARAND"}.get(key, key)
+    return {"sbd": "SBD", "abs_dic": "|DiC|", "dic": "DiC", "aji": "AJI", "aji_kumar": "AJI_Kumar", "dice": "Dice",
+            "pq": "PQ", "dq": "F1", "sq": "SQ", "pq_official": "PQ_official", "sq_official": "SQ_official",
+            "voi_split": "VOI_split", "voi_merge": "VOI_merge", "voi": "VOI", "arand": "ARAND"}.get(key, key)

@@ -215,7 +215,8 @@ def test_evaluate_equals_the_functions(seed, shape):
         "abs_dic": M.abs_diff_fg_labels(pred, gt), "aji": M.aggregated_jaccard_index(pred, gt),
         "aji_kumar": M.kumar_aggregated_jaccard_index(pred, gt),
         "dice": M.pixel_dice(pred, gt), "pq": pq, "dq": dq, "sq": sq, "pq_official": pq_official,
-        "sq_official": sq_official, "ap50": ap[0], "ap75": ap[5], "voi_split": split, "voi_merge": merge, "voi": split + merge, "arand": M.adapted_rand_error(pred, gt),
+        "sq_official": sq_official, "ap50": ap[0], "ap75": ap[5],
+        "voi_split": split, "voi_merge": merge, "voi": split + merge, "arand": M.adapted_rand_error(pred, gt),
     }
     assert out == pytest.approx(expected, abs=1e-12)
     assert isinstance(out["dic"], int) and all(isinstance(v, (int, float)) for v in out.values())
