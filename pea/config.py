@@ -8,8 +8,9 @@ in neither schema (a typo, a key of another version) is an error naming it, and 
 outside a key's allowed choices (`CHOICES`).
 
 The pipeline is stated here, never guessed from a data set's name or an array's shape:
-`TEST.partitioners` (mutex, waterz, lmc), `TEST.strides`, `TEST.mask`, `TEST.small_objects`,
-`TEST.window` (sliding windows or the whole image), `LOSS.background` (the target rule for
+`TEST.partitioners` (mutex, waterz, lmc), `TEST.strides`, `TEST.mask`, `TEST.small_objects` and
+`TEST.merge_rule`, `TEST.fragments` (the waterz/lmc graph), `TEST.metrics`, `TEST.window`
+(sliding windows or the whole image), `LOSS.background` (the target rule for
 background pixels), the loss terms and `TRAIN.valid_partitioner`.
 """
 from __future__ import annotations
@@ -82,7 +83,10 @@ DEFAULTS: dict[str, Any] = {
     "TEST": {
         "partitioners": ["mutex"],  # any of mutex, waterz, lmc (inference flags choose among them)
         "strides": None,  # Mutex Watershed long-range stride per axis (None: every edge)
-        "small_objects": [],  # merge passes: objects under each size, in original pixels
+        "small_objects": [],  # merge passes in original pixels: sizes (contact) or [threshold, window] (window)
+        "merge_rule": "contact",  # contact: join the most-touched neighbour | window: the paper code's rule
+        "fragments": "project",  # waterz/lmc graph: project (fragments_3d, every offset) | official (paper code)
+        "metrics": None,  # metric selectors scored at inference and validation (None: the reader's)
         "mask": "none",  # gt: given foreground mask | pred: predicted foreground | none
         "fg_min_size": 0,  # predicted foreground: specks under this size removed ...
         "fg_connectivity": 1,  # ... as connected by faces (1) or also by corners (2 in 2D: 8-connected)
@@ -102,6 +106,8 @@ CHOICES: dict[tuple[str, str], tuple] = {
     ("DATA", "pad_mode"): ("reflect", "zero"),
     ("TEST", "mask"): ("gt", "pred", "none"),
     ("TEST", "window_blend"): ("ramp", "gaussian"),
+    ("TEST", "merge_rule"): ("contact", "window"),
+    ("TEST", "fragments"): ("project", "official"),
     ("TRAIN", "valid_partitioner"): PARTITIONERS,
 }
 
@@ -168,6 +174,27 @@ def check_choices(cfg: Mapping, source: str = "config") -> None:
     if unknown or not cfg["TEST"]["partitioners"]:
         raise PEAInputError(f"{source}: TEST.partitioners = {cfg['TEST']['partitioners']!r}; "
                             f"use a non-empty list of {', '.join(PARTITIONERS)}")
+    _check_small_objects(cfg["TEST"], source)
+    if cfg["TEST"]["metrics"] is not None:
+        from pea.metrics import select_metrics
+
+        try:
+            select_metrics(cfg["TEST"]["metrics"])
+        except PEAInputError as err:
+            raise PEAInputError(f"{source}: TEST.metrics: {err}") from None
+
+
+def _check_small_objects(test: Mapping, source: str) -> None:
+    """TEST.small_objects holds sizes for the contact rule, [threshold, window] pairs for the window rule."""
+    passes = test["small_objects"] or []
+    pairs = test["merge_rule"] == "window"
+    ok = isinstance(passes, (list, tuple)) and all(
+        (isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(v, int) for v in p)) if pairs
+        else isinstance(p, int) for p in passes)
+    if not ok:
+        want = "[threshold, window] pairs" if pairs else "sizes (integers)"
+        raise PEAInputError(f"{source}: TEST.small_objects = {passes!r}; with TEST.merge_rule "
+                            f"{test['merge_rule']!r} give a list of {want}")
 
 
 def make_config(override: Mapping | None = None, source: str = "config") -> Config:

@@ -19,9 +19,12 @@ from pea.metrics import METRIC_KEYS, evaluate, select_metrics, summarize
 METRICS_HELP = (
     "comma-separated metrics (default: all). Families: sbd (symmetric best Dice), "
     "best_dice (BestDice(pred, gt)), fg_bg_dice (foreground Dice), dic (dic, abs_dic), "
-    "aji, dice (foreground pixel F1), pq (pq, dq, sq), ap (ap50, ap75: TP/(TP+FP+FN) at IoU "
-    "0.5, 0.75), voi (voi_split, voi_merge, voi), arand (adapted Rand error). Any output key "
-    "alone (e.g. abs_dic, voi_merge) or 'all' also work. VOI and ARAND ignore gt label 0."
+    "aji (as the paper's code: each prediction taken once), aji_kumar (Kumar et al.: "
+    "predictions may be taken again), dice (foreground pixel F1), pq (pq, dq, sq), "
+    "pq_official (pq_official, sq_official: SQ over TP + 1e-6, as the paper's code), "
+    "ap (ap50, ap75: TP/(TP+FP+FN) at IoU 0.5, 0.75), voi (voi_split, voi_merge, voi), "
+    "arand (adapted Rand error). Any output key alone (e.g. abs_dic, voi_merge), f1 (object "
+    "F1 at IoU 0.5, the key dq) or 'all' also work. VOI and ARAND ignore gt label 0."
 )
 
 

@@ -9,10 +9,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 from skimage.morphology import remove_small_objects
+from skimage.segmentation import relabel_sequential
 from tqdm import tqdm
 
 from pea.affinity import Offset, embedding_affinity
 from pea.augment import normalize
+from pea.config import PARTITIONERS
 from pea.data.common import Sample, pad_to, padded_shape, resize
 from pea.postprocess import merge_small_objects, mutex_watershed
 
@@ -198,37 +200,52 @@ def foreground_mask(sample: Sample, fg_prob: np.ndarray | None, test_cfg: Mappin
     return None
 
 
+def _graph_partition(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping,
+                     methods: Sequence[str]) -> dict[str, np.ndarray]:
+    """waterz and lmc as TEST.fragments says: `project` (one `fragments_3d` for both, lmc
+    costs from every offset) or `official` (the paper code's per-section fragments of each)."""
+    from pea.postprocess import (fragments_3d, maxima_fragments, multicut_segment, official_multicut,
+                                 waterz_segment)
+
+    wanted = [m for m in ("waterz", "lmc") if m in methods]
+    if not wanted:
+        return {}
+    if test_cfg["fragments"] == "official":
+        threshold = test_cfg["waterz_threshold"]
+        run = {"waterz": lambda: waterz_segment(affs, threshold, fragments=maxima_fragments(affs)),
+               "lmc": lambda: official_multicut(affs, offsets)}
+    else:
+        frags = fragments_3d(affs)
+        run = {"waterz": lambda: waterz_segment(affs, test_cfg["waterz_threshold"], fragments=frags),
+               "lmc": lambda: multicut_segment(affs, offsets, fragments=frags)}
+    return {m: run[m]() for m in wanted}
+
+
 def partition(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping, methods: Sequence[str],
               mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Instances from affinities by each partitioner in `methods` (mutex, waterz, lmc); waterz
-    and lmc share one set of fragments. Pixels outside `mask` get 0."""
-    from pea.postprocess import fragments_3d, multicut_segment, waterz_segment
-
-    segs: dict[str, np.ndarray] = {}
-    frags = fragments_3d(affs) if {"waterz", "lmc"} & set(methods) else None
-    for method in methods:
-        if method == "mutex":
-            segs[method] = mutex_watershed(affs, offsets, test_cfg["strides"], mask)
-            continue
-        if method == "waterz":
-            seg = waterz_segment(affs, test_cfg["waterz_threshold"], fragments=frags)
-        elif method == "lmc":
-            seg = multicut_segment(affs, offsets, fragments=frags)
-        else:
-            raise ValueError(f"unknown post-processing method '{method}' (waterz, lmc, mutex)")
-        if mask is not None:
+    and lmc build their graph as TEST.fragments says. Pixels outside `mask` get 0."""
+    unknown = [m for m in methods if m not in PARTITIONERS]
+    if unknown:
+        raise ValueError(f"unknown post-processing method '{unknown[0]}' ({', '.join(PARTITIONERS)})")
+    segs = _graph_partition(affs, offsets, test_cfg, methods)
+    if mask is not None:
+        for seg in segs.values():
             seg[~mask] = 0
-        segs[method] = seg
-    return segs
+    if "mutex" in methods:
+        segs["mutex"] = mutex_watershed(affs, offsets, test_cfg["strides"], mask)
+    return {method: segs[method] for method in methods}
 
 
 def finish(seg: np.ndarray, shape: Sequence[int], test_cfg: Mapping) -> np.ndarray:
     """A partition brought to `shape` (the original image size, when working at another
-    scale), then small-object merging (TEST.small_objects, sizes in original pixels)."""
+    scale), then small-object merging (TEST.small_objects, in original pixels, by
+    TEST.merge_rule) and ids 1..N in the order of the merged ids."""
     if tuple(shape) != seg.shape:
         seg = resize(seg.astype(np.int64), shape, nearest=True)
     if test_cfg["small_objects"]:
-        seg = merge_small_objects(seg, test_cfg["small_objects"])
+        merged = merge_small_objects(seg, test_cfg["small_objects"], test_cfg["merge_rule"])
+        seg = relabel_sequential(merged)[0]
     return seg
 
 

@@ -15,8 +15,9 @@ import numpy as np
 from pea.config import PARTITIONERS
 from pea.errors import PEAInputError
 
-LABELS = {"sbd": "SBD", "abs_dic": "|DiC|", "dic": "DiC", "aji": "AJI", "dice": "Dice", "pq": "PQ", "dq": "F1",
-          "sq": "SQ", "voi_split": "VOI_split", "voi_merge": "VOI_merge", "voi": "VOI", "arand": "ARAND"}
+LABELS = {"sbd": "SBD", "abs_dic": "|DiC|", "dic": "DiC", "aji": "AJI", "aji_kumar": "AJI_Kumar", "dice": "Dice",
+          "pq": "PQ", "dq": "F1", "sq": "SQ", "pq_official": "PQ_official", "sq_official": "SQ_official",
+          "voi_split": "VOI_split", "voi_merge": "VOI_merge", "voi": "VOI", "arand": "ARAND"}
 
 
 def _parser(description: str) -> argparse.ArgumentParser:
@@ -191,10 +192,11 @@ def image_inference_main(script_dir: str | Path, argv: Sequence[str] | None = No
 
 def _image_inference(script_dir: Path, args) -> int:
     from pea.metrics import select_metrics
+    from pea.train import reported_metrics
 
     run = _load(script_dir, args, _apply_image_flags)
     methods = [m for m in PARTITIONERS if getattr(args, m)] or list(run.cfg.TEST.partitioners)
-    metrics = [k for k in select_metrics(list(run.reader.METRICS)) if args.if_sbd or k != "sbd"]
+    metrics = [k for k in select_metrics(reported_metrics(run.cfg, run.reader)) if args.if_sbd or k != "sbd"]
     panels = run.out_dir / "panels"
     out = _segment_split(run, methods, metrics, args.save,
                          _panel_writer(panels, args, run) if args.show else (lambda s, r: None))
@@ -267,6 +269,7 @@ def _apply_volume_flags(cfg, args) -> None:
 
 def _volume_inference(script_dir: Path, args) -> int:
     from pea.affinity import resolve_offsets
+    from pea.train import reported_metrics
 
     methods = [m for m, on in (("waterz", args.waterz), ("lmc", args.lmc), ("mutex", args.mutex)) if on]
     if not methods:
@@ -274,7 +277,7 @@ def _volume_inference(script_dir: Path, args) -> int:
     run = _load(script_dir, args, _apply_volume_flags)
     offsets, _ = resolve_offsets(run.cfg.DATA)
     show = (lambda s, r: _section_images(run.out_dir / "affs_img", r["affs"])) if args.show else (lambda s, r: None)
-    out = _segment_split(run, methods, list(run.reader.METRICS), args.save or args.pixel_metric, show)
+    out = _segment_split(run, methods, reported_metrics(run.cfg, run.reader), args.save or args.pixel_metric, show)
     for method in methods:
         write_stack(run.out_dir / f"seg_{method}.hdf", out.segs[method], np.uint64, single=True)
     if args.save:

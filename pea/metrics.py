@@ -16,12 +16,22 @@ Definitions (docs/method.md section 8; "labels" are the distinct non-zero ids):
   Labels are counted as distinct foreground ids. The CVPPP reference code counts
   ``max - min`` of each image, i.e. assumes consecutive ids 0..n with background present; the
   two counts agree on such images.
-- ``aggregated_jaccard_index`` (AJI, Kumar et al. 2017): each gt label takes the pred label of
-  highest IoU (ties: the smallest pred id; a pred label may be taken several times) and adds
-  intersection to I and union to U; a gt label overlapping no pred label adds its area to U;
-  each pred label never taken adds its area to U; AJI = I / U.
+- ``aggregated_jaccard_index`` (AJI, key ``aji``), as the paper's code (`agg_jc_index`) computes
+  it: gt labels in increasing id order each take the prediction of highest IoU among those not
+  yet taken (IoU computed as I / (U + 1e-4), ties: the smallest pred id) and add its
+  intersection to I and union to U; a gt label overlapping no free prediction adds its area to
+  U, and takes the first prediction (smallest id) if that is still free, adding its area too
+  (the reference's argmax over all-zero IoUs lands there); each prediction never taken adds its
+  area to U; AJI = I / U. The reference counts literal ids (prediction 1, ground-truth ids
+  1..max); here ids count by their order, which gives the same value on consecutive ids.
+- ``kumar_aggregated_jaccard_index`` (key ``aji_kumar``, Kumar et al. 2017): the same, except
+  that a prediction may be taken again (ties: the smallest pred id) and a gt label overlapping
+  no prediction adds only its area.
 - ``panoptic_quality`` -> (DQ, SQ, PQ): unique matching of labels at IoU > 0.5; DQ = TP /
-  (TP + FP/2 + FN/2), SQ = mean IoU of the matches, PQ = DQ * SQ.
+  (TP + FP/2 + FN/2) (key ``dq``, selected by ``f1`` too: object F1 at IoU 0.5), SQ = mean IoU
+  of the matches, PQ = DQ * SQ. ``official_panoptic_quality`` -> (SQ, PQ) as the paper's code
+  (`get_fast_pq`) computes them (keys ``sq_official``, ``pq_official``): SQ = sum of the matched
+  IoUs / (TP + 1e-6), so 1 - 1e-6 / (TP + 1e-6) below the exact SQ.
 - ``average_precision``: per IoU threshold t, TP / (TP + FP + FN) with TP the size of a
   maximum one-to-one matching of pairs with IoU >= t (as StarDist's ``matching`` "accuracy" and
   Cellpose's ``average_precision`` report it).
@@ -34,7 +44,7 @@ Empty images (no non-zero label), where a definition divides by zero:
 
 - best_dice(a, b) with no label in `a`: 1.0 if `b` has no label either, else 0.0 (so SBD is
   1.0 when both are empty and 0.0 when exactly one is).
-- fg_bg_dice / pixel_dice, AJI, DQ, SQ, PQ, AP: 1.0 when both are empty; 0.0 when exactly one
+- fg_bg_dice / pixel_dice, both AJIs, DQ, SQ, PQ (official too), AP: 1.0 when both are empty; 0.0 when exactly one
   is (no match: SQ is 0.0 whenever TP = 0).
 - VOI: (0.0, 0.0) and ARAND: 0.0 when gt is empty (every voxel is ignored); ARAND is also 0.0
   when every segment is a single voxel (no pair of voxels to disagree on; skimage gives nan).
@@ -56,6 +66,7 @@ __all__ = [
     "AP_THRESHOLDS",
     "METRIC_KEYS",
     "FAMILIES",
+    "ALIASES",
     "SELECTORS",
     "Overlap",
     "overlap",
@@ -67,8 +78,10 @@ __all__ = [
     "diff_fg_labels",
     "abs_diff_fg_labels",
     "aggregated_jaccard_index",
+    "kumar_aggregated_jaccard_index",
     "pixel_dice",
     "panoptic_quality",
+    "official_panoptic_quality",
     "average_precision",
     "variation_of_information",
     "adapted_rand_error",
@@ -80,8 +93,8 @@ AP_THRESHOLDS: tuple[float, ...] = tuple(round(0.5 + 0.05 * k, 2) for k in range
 
 # every key `evaluate` can return, in output order
 METRIC_KEYS: tuple[str, ...] = (
-    "sbd", "best_dice", "fg_bg_dice", "dic", "abs_dic", "aji", "dice", "pq", "dq", "sq",
-    "ap50", "ap75", "voi_split", "voi_merge", "voi", "arand",
+    "sbd", "best_dice", "fg_bg_dice", "dic", "abs_dic", "aji", "aji_kumar", "dice", "pq", "dq", "sq",
+    "pq_official", "sq_official", "ap50", "ap75", "voi_split", "voi_merge", "voi", "arand",
 )
 
 # selector name -> the keys it selects (a family name selects its family)
@@ -91,14 +104,18 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "fg_bg_dice": ("fg_bg_dice",),
     "dic": ("dic", "abs_dic"),
     "aji": ("aji",),
+    "aji_kumar": ("aji_kumar",),
     "dice": ("dice",),
     "pq": ("pq", "dq", "sq"),
+    "pq_official": ("pq_official", "sq_official"),
     "ap": ("ap50", "ap75"),
     "voi": ("voi_split", "voi_merge", "voi"),
     "arand": ("arand",),
 }
-# every selector `evaluate` accepts: the families, each key alone, and "all"
-SELECTORS: dict[str, tuple[str, ...]] = {**{k: (k,) for k in METRIC_KEYS}, **FAMILIES, "all": METRIC_KEYS}
+# every selector `evaluate` accepts: the families, each key alone, aliases and "all"
+ALIASES: dict[str, tuple[str, ...]] = {"f1": ("dq",)}  # object F1 at IoU 0.5 is PQ's DQ
+SELECTORS: dict[str, tuple[str, ...]] = {**{k: (k,) for k in METRIC_KEYS}, **FAMILIES, **ALIASES,
+                                         "all": METRIC_KEYS}
 
 
 def check_labels(x: np.ndarray, name: str) -> np.ndarray:
@@ -236,7 +253,7 @@ def _dic(t: Overlap) -> int:
     return int(t.pred_fg.size - t.gt_fg.size)
 
 
-def _aji(t: Overlap) -> float:
+def _aji_kumar(t: Overlap) -> float:
     p, g, c = t.fg_pairs
     if t.pred_fg.size == 0 and t.gt_fg.size == 0:
         return 1.0
@@ -256,15 +273,53 @@ def _aji(t: Overlap) -> float:
     return float(inter / union)
 
 
-def _pq(t: Overlap) -> tuple[float, float, float]:
-    n_pred, n_gt = t.pred_fg.size, t.gt_fg.size
-    if n_pred == 0 and n_gt == 0:
-        return 1.0, 1.0, 1.0
+def _aji(t: Overlap) -> float:
+    """The one-to-one greedy AJI (module docstring): a loop over gt labels on the sorted pairs."""
+    if t.pred_fg.size == 0 and t.gt_fg.size == 0:
+        return 1.0
+    p, g, c = t.fg_pairs
+    pair_union = t.pred_fg[p] + t.gt_fg[g] - c
+    order = np.lexsort((p, -(c / (pair_union + 1e-4)), g))  # per gt label: best first
+    p, c, pair_union = p[order], c[order], pair_union[order]
+    bounds = np.searchsorted(g[order], np.arange(t.gt_fg.size + 1))
+    taken = np.zeros(t.pred_fg.size, dtype=bool)
+    inter, union = 0, 0
+    for k in range(t.gt_fg.size):
+        free = np.flatnonzero(~taken[p[bounds[k]:bounds[k + 1]]])
+        if free.size:
+            j = bounds[k] + free[0]
+            inter, union = inter + c[j], union + pair_union[j]
+            taken[p[j]] = True
+            continue
+        union += t.gt_fg[k]
+        if t.pred_fg.size and not taken[0]:
+            union += t.pred_fg[0]
+            taken[0] = True
+    return float(inter / (union + t.pred_fg[~taken].sum()))
+
+
+def _pq_parts(t: Overlap) -> tuple[int, float, float]:
+    """(TP, sum of the matched IoUs, DQ) of the unique matching at IoU > 0.5."""
     iou = t.fg_iou[t.fg_iou > 0.5]
     tp = iou.size
-    dq = tp / (tp + 0.5 * (n_pred - tp) + 0.5 * (n_gt - tp))
-    sq = float(iou.sum() / tp) if tp else 0.0
-    return float(dq), sq, float(dq * sq)
+    dq = tp / (tp + 0.5 * (t.pred_fg.size - tp) + 0.5 * (t.gt_fg.size - tp))
+    return tp, float(iou.sum()), float(dq)
+
+
+def _pq(t: Overlap) -> tuple[float, float, float]:
+    if t.pred_fg.size == 0 and t.gt_fg.size == 0:
+        return 1.0, 1.0, 1.0
+    tp, iou_sum, dq = _pq_parts(t)
+    sq = iou_sum / tp if tp else 0.0
+    return dq, sq, dq * sq
+
+
+def _pq_official(t: Overlap) -> tuple[float, float]:
+    if t.pred_fg.size == 0 and t.gt_fg.size == 0:
+        return 1.0, 1.0
+    tp, iou_sum, dq = _pq_parts(t)
+    sq = iou_sum / (tp + 1e-6)
+    return sq, dq * sq
 
 
 def _matches(t: Overlap, threshold: float) -> int:
@@ -344,8 +399,13 @@ def abs_diff_fg_labels(pred: np.ndarray, gt: np.ndarray) -> int:
 
 
 def aggregated_jaccard_index(pred: np.ndarray, gt: np.ndarray) -> float:
-    """AJI (Kumar et al. 2017)."""
+    """AJI as the paper's code computes it: each prediction is taken at most once."""
     return _aji(overlap(pred, gt))
+
+
+def kumar_aggregated_jaccard_index(pred: np.ndarray, gt: np.ndarray) -> float:
+    """AJI of Kumar et al. 2017: a prediction may be taken by several gt labels."""
+    return _aji_kumar(overlap(pred, gt))
 
 
 def pixel_dice(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -356,6 +416,11 @@ def pixel_dice(pred: np.ndarray, gt: np.ndarray) -> float:
 def panoptic_quality(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float, float]:
     """(DQ, SQ, PQ) with unique matching at IoU > 0.5 (Kirillov et al. 2019)."""
     return _pq(overlap(pred, gt))
+
+
+def official_panoptic_quality(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """(SQ, PQ) as the paper's code computes them: SQ divides by TP + 1e-6."""
+    return _pq_official(overlap(pred, gt))
 
 
 def average_precision(pred: np.ndarray, gt: np.ndarray,
@@ -407,8 +472,10 @@ _COMPUTE: dict[str, Callable[[Overlap], dict[str, float]]] = {
     "fg_bg_dice": lambda t: {"fg_bg_dice": _fg_bg_dice(t)},
     "dic": _dic_family,
     "aji": lambda t: {"aji": _aji(t)},
+    "aji_kumar": lambda t: {"aji_kumar": _aji_kumar(t)},
     "dice": lambda t: {"dice": _fg_bg_dice(t)},
     "pq": lambda t: dict(zip(("dq", "sq", "pq"), _pq(t))),
+    "pq_official": lambda t: dict(zip(("sq_official", "pq_official"), _pq_official(t))),
     "ap": lambda t: dict(zip(("ap50", "ap75"), map(float, _ap(t, (0.5, 0.75))))),
     "voi": _voi_family,
     "arand": lambda t: {"arand": _arand(t)},
@@ -422,8 +489,9 @@ def evaluate(pred: np.ndarray, gt: np.ndarray,
 
     `metrics`: selector names (list or comma-separated string; see `SELECTORS`), default all:
     ``sbd``, ``best_dice`` (best_dice(pred, gt)), ``fg_bg_dice``, ``dic`` (dic, abs_dic),
-    ``aji``, ``dice`` (foreground pixel F1), ``pq`` (pq, dq, sq), ``ap`` (ap50, ap75), ``voi``
-    (voi_split, voi_merge, voi), ``arand``; each key also selects itself alone.
+    ``aji`` (the paper's, one-to-one), ``aji_kumar``, ``dice`` (foreground pixel F1), ``pq`` (pq,
+    dq, sq), ``pq_official`` (pq_official, sq_official), ``ap`` (ap50, ap75), ``voi`` (voi_split,
+    voi_merge, voi), ``arand``; each key also selects itself alone, and ``f1`` selects dq.
     Returns {key: value} in `METRIC_KEYS` order (dic and abs_dic are ints, the rest floats).
     """
     keys = select_metrics(metrics)

@@ -1,7 +1,9 @@
 """From affinities to instances: Mutex Watershed, waterz, multicut, small-object merging.
 
 Affinities follow pea.affinity's convention (channel c links p and p + offsets[c]; 1 = same
-object); 2D and 3D alike.
+object); 2D and 3D alike. Beside the project's own choices (`fragments_3d`, the contact rule of
+`merge_small_objects`), the paper code's variants reproduce its outputs: `maxima_fragments`,
+`dt_watershed_fragments` with `official_multicut`, and the window rule of `merge_small_objects`.
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import ctypes
 import os
 import sys
 from contextlib import contextmanager
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -46,7 +48,7 @@ def _contacts(seg: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return pairs[:, 0], pairs[:, 1], counts
 
 
-def merge_small_objects(seg: np.ndarray, sizes: Sequence[int] = (5, 20, 50, 300)) -> np.ndarray:
+def _merge_by_contact(seg: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     """In passes of growing size, give each object under the size the foreground label it
     touches most. Objects touching only background are kept. Ids are relabelled 1..N."""
     seg = relabel_sequential(np.asarray(seg).astype(np.int64))[0]
@@ -77,6 +79,73 @@ def merge_small_objects(seg: np.ndarray, sizes: Sequence[int] = (5, 20, 50, 300)
     return relabel_sequential(seg)[0]
 
 
+def _window_pass(seg: np.ndarray, threshold: int, window: int) -> np.ndarray:
+    """One pass of the window rule (see `merge_small_objects`).
+
+    The image at any moment is `lut[index]`, `index` the rank of each pixel's id at the start
+    of the pass: a merge only rewrites `lut`, and running coordinate sums give the centroids.
+    """
+    ids, index, counts = np.unique(seg, return_inverse=True, return_counts=True)
+    index = index.reshape(seg.shape)
+    lut = np.arange(ids.size)
+    members: dict[int, list[int]] = {}  # start ranks now under each merged label
+    size = counts.copy()
+    coords = np.unravel_index(np.arange(seg.size), seg.shape)
+    sums = np.stack([np.bincount(index.ravel(), weights=c, minlength=ids.size) for c in coords]).astype(np.int64)
+    background = 0 if ids.size and ids[0] == 0 else -1  # the rank of id 0
+    for i in np.flatnonzero(counts <= threshold):  # sizes from the start of the pass
+        if size[i] == 0:  # merged away earlier in the pass
+            continue
+        starts = sums[:, i] // size[i] - window // 2  # a negative start wraps: an empty crop
+        crop = lut[index[tuple(slice(int(a), int(a) + window) for a in starts)]]
+        values, freq = np.unique(crop, return_counts=True)
+        if values.size <= 2:
+            continue
+        ranked = values[np.lexsort((values, -freq))]  # most frequent first, ties: smaller id
+        if ranked[0] != background:
+            target = ranked[0]
+        else:
+            target = ranked[2] if ranked[1] == i else ranked[1]
+        if target == i:
+            continue
+        group = members.pop(i, [i])
+        lut[group] = target
+        members.setdefault(target, [target]).extend(group)
+        sums[:, target] += sums[:, i]
+        size[target] += size[i]
+        size[i] = 0
+    return ids[lut][index]
+
+
+def _merge_by_window(seg: np.ndarray, passes: Sequence[Sequence[int]]) -> np.ndarray:
+    """The paper code's rule, in passes of (threshold, window); ids are kept."""
+    seg = np.asarray(seg)
+    for threshold, window in passes:
+        seg = _window_pass(seg, int(threshold), int(window))
+    return seg
+
+
+MERGE_RULES = {"contact": _merge_by_contact, "window": _merge_by_window}
+
+
+def merge_small_objects(seg: np.ndarray, passes: Sequence = (5, 20, 50, 300), rule: str = "contact") -> np.ndarray:
+    """Merge small objects into a neighbour, in passes.
+
+    - ``contact`` (passes: sizes): each object under the size joins the foreground label it
+      touches most (objects touching only background are kept); ids relabelled 1..N.
+    - ``window`` (passes: (threshold, window) pairs), the paper code's rule: each id of at most
+      `threshold` pixels at the start of the pass, in increasing id order, looks at the
+      window x window crop starting at its centroid (floor of the mean coordinates) minus
+      window // 2, not clipped (Python slicing: a negative start gives an empty crop). With
+      more than 2 distinct values there, it takes the most frequent one (ties: the smaller id),
+      or when that is background the next one, or the third when the next is itself. Merges
+      take effect at once; ids are kept.
+    """
+    if rule not in MERGE_RULES:
+        raise ValueError(f"unknown merge rule {rule!r}; use one of {', '.join(MERGE_RULES)}")
+    return MERGE_RULES[rule](seg, passes)
+
+
 def _in_plane(ndim: int) -> np.ndarray:
     """Connectivity footprint linking only within a section (first axis z)."""
     foot = np.zeros((3,) * ndim, bool)
@@ -103,6 +172,48 @@ def _quiet_stdout():
         os.close(saved)
 
 
+def _mean_boundary(nn: np.ndarray) -> np.ndarray:
+    """In-plane boundary map 1 - (aff_y + aff_x) / 2 of the (z, y, x) nearest affinities."""
+    return 1.0 - 0.5 * (nn[1] + nn[2])
+
+
+def _stack_sections(boundary: np.ndarray, fragment: Callable[[np.ndarray], tuple[np.ndarray, int]]) -> np.ndarray:
+    """Fragments of each section (first axis): `fragment(section)` gives ids in 1..n and n;
+    each section's ids are shifted past the previous sections' n."""
+    out = np.zeros(boundary.shape, dtype=np.uint64)
+    offset = 0
+    for z, section in enumerate(boundary):
+        frags, n = fragment(section)
+        out[z] = np.where(frags > 0, frags.astype(np.uint64) + np.uint64(offset), 0)
+        offset += int(n)
+    return out
+
+
+def _distance_maxima_watershed(boundary: np.ndarray) -> tuple[np.ndarray, int]:
+    import mahotas
+
+    seeds, n = mahotas.label(mahotas.regmax(mahotas.distance(boundary < 0.5)))
+    return mahotas.cwatershed(boundary, seeds), n
+
+
+def maxima_fragments(affs: np.ndarray) -> np.ndarray:
+    """The paper code's waterz fragments, section by section: seeds = the labelled regional
+    maxima of the (squared) distance transform of boundary < 0.5, grown by mahotas' watershed
+    on the boundary 1 - (aff_y + aff_x) / 2. affs: (C >= 3, Z, Y, X), z, y, x nearest first.
+    Ids 1..N, in section order (the reference starts at 2)."""
+    return _stack_sections(_mean_boundary(np.asarray(affs[:3], dtype=np.float32)), _distance_maxima_watershed)
+
+
+def dt_watershed_fragments(affs: np.ndarray) -> np.ndarray:
+    """The paper code's multicut fragments, section by section: elf's distance-transform
+    watershed (threshold 0.25, sigma_seeds 2) of the boundary max(1 - aff_y, 1 - aff_x).
+    affs: (C >= 3, Z, Y, X), z, y, x nearest first."""
+    from elf.segmentation.watershed import distance_transform_watershed
+
+    boundary = np.maximum(1.0 - affs[1], 1.0 - affs[2])
+    return _stack_sections(boundary, lambda b: distance_transform_watershed(b, threshold=0.25, sigma_seeds=2.0))
+
+
 def fragments_3d(affs: np.ndarray) -> np.ndarray:
     """Over-segmentation of a volume into fragments (ids 1..N) that cover every voxel.
 
@@ -120,7 +231,7 @@ def fragments_3d(affs: np.ndarray) -> np.ndarray:
         frags = np.asarray(next(iter(waterz.agglomerate(nn, thresholds=[0.0]))), dtype=np.int64)
     if (frags == 0).any():
         foot = _in_plane(frags.ndim)
-        frags = watershed(1.0 - 0.5 * (nn[1] + nn[2]), frags, connectivity=foot)
+        frags = watershed(_mean_boundary(nn), frags, connectivity=foot)
         rest, _ = ndimage.label(frags == 0, structure=foot)
         frags = np.where(frags == 0, rest + frags.max(), frags)
     return relabel_sequential(frags.astype(np.uint64))[0]
@@ -148,10 +259,12 @@ def waterz_segment(affs: np.ndarray, threshold: float = 0.5, scoring_function: s
 
 
 def multicut_segment(affs: np.ndarray, offsets: Sequence[Offset], beta: float = 0.5,
-                     fragments: np.ndarray | None = None) -> np.ndarray:
-    """Multicut (elf, Kernighan-Lin) on the region graph of `fragments_3d`. Edge costs: the
-    mean boundary evidence 1 - affinity over every offset's voxel pairs that join the two
-    fragments, as log-odds with boundary bias `beta`, weighted by the contact size."""
+                     fragments: np.ndarray | None = None, edge_sizes: str = "pairs") -> np.ndarray:
+    """Multicut (elf, Kernighan-Lin) on the region graph of `fragments_3d` (or the given
+    fragments). Edge costs: the mean boundary evidence 1 - affinity over every offset's voxel
+    pairs that join the two fragments, as log-odds with boundary bias `beta`, weighted by the
+    edge size: the number of those voxel pairs (``pairs``) or the length of the fragments'
+    shared boundary (``boundary``, as the paper code)."""
     from elf.segmentation import features as feats
     from elf.segmentation import multicut as mc
 
@@ -159,7 +272,21 @@ def multicut_segment(affs: np.ndarray, offsets: Sequence[Offset], beta: float = 
     rag = feats.compute_rag(frags)
     boundaries = np.ascontiguousarray(1.0 - affs, dtype=np.float32)
     edge = feats.compute_affinity_features(rag, frags, boundaries, [list(o) for o in offsets])
-    costs = mc.transform_probabilities_to_costs(edge[:, 0], beta=beta, edge_sizes=edge[:, -1])
+    if edge_sizes == "pairs":
+        sizes = edge[:, -1]
+    elif edge_sizes == "boundary":
+        sizes = feats.compute_boundary_mean_and_length(rag, frags, boundaries[0])[:, 1]  # any map: lengths
+    else:
+        raise ValueError(f"unknown edge_sizes {edge_sizes!r} (pairs, boundary)")
+    costs = mc.transform_probabilities_to_costs(edge[:, 0], beta=beta, edge_sizes=sizes)
     nodes = mc.multicut_kernighan_lin(rag, costs)
     seg = feats.project_node_labels_to_pixels(rag, frags, nodes)
     return relabel_sequential(np.asarray(seg, dtype=np.uint64))[0]
+
+
+def official_multicut(affs: np.ndarray, offsets: Sequence[Offset]) -> np.ndarray:
+    """The paper code's multicut (`mc_baseline`): `dt_watershed_fragments`, edge probabilities
+    from the 3 nearest offsets (the first three of `offsets` and `affs`), edge sizes = the
+    boundary lengths, beta 0.5."""
+    nn = np.asarray(affs[:3], dtype=np.float32)
+    return multicut_segment(nn, offsets[:3], fragments=dt_watershed_fragments(nn), edge_sizes="boundary")

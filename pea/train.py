@@ -26,6 +26,11 @@ from pea.models import build_model, load_state_dict_checked
 LOWER_IS_BETTER = {"voi", "arand", "voi_split", "voi_merge", "abs_dic"}
 
 
+def reported_metrics(cfg: Mapping, reader) -> list[str]:
+    """The metric selectors scored at inference and validation: TEST.metrics, else the reader's."""
+    return list(cfg["TEST"]["metrics"] or reader.METRICS)
+
+
 def validate(model: torch.nn.Module, samples, cfg: Config, offsets, device, metrics) -> tuple[dict, list[dict]]:
     """Segment the samples with TRAIN.valid_partitioner and score them against their labels;
     returns (means, rows)."""
@@ -57,7 +62,7 @@ class Trainer:
         self.device = device or select_device(cfg.TRAIN.device)
         self.offsets, group = resolve_offsets(cfg.DATA)
         self.reader = get_reader(cfg.DATA.dataset)
-        reported = select_metrics(list(self.reader.METRICS))
+        reported = select_metrics(reported_metrics(cfg, self.reader))
         if cfg.TRAIN.select_metric not in reported:
             raise PEAInputError(f"TRAIN.select_metric = {cfg.TRAIN.select_metric!r}; "
                                 f"use one of {', '.join(reported)}")
@@ -146,7 +151,8 @@ class Trainer:
 
     def _validate(self, samples, writer, note) -> str:
         """Score the validation samples, log them, keep best.ckpt; returns the scores' line."""
-        scores, _ = validate(self.model, samples, self.cfg, self.offsets, self.device, self.reader.METRICS)
+        scores, _ = validate(self.model, samples, self.cfg, self.offsets, self.device,
+                             reported_metrics(self.cfg, self.reader))
         for k, v in scores.items():
             writer.add_scalar(f"valid/{k}", v, self.iteration)
         line = " ".join(f"{k}={v:.4f}" for k, v in scores.items())

@@ -33,7 +33,9 @@ def test_shared_schema_names_no_data_set():
                                                  ("TEST.mask", "always", "gt, pred, none"),
                                                  ("TRAIN.valid_partitioner", "watershed", "waterz, lmc, mutex"),
                                                  ("TEST.partitioners", ["mutex", "graph"], "waterz, lmc, mutex"),
-                                                 ("TEST.partitioners", [], "waterz, lmc, mutex")])
+                                                 ("TEST.partitioners", [], "waterz, lmc, mutex"),
+                                                 ("TEST.merge_rule", "nearest", "contact, window"),
+                                                 ("TEST.fragments", "paper", "project, official")])
 def test_choices_are_checked(key, value, allowed):
     section, name = key.split(".")
     with pytest.raises(PEAInputError, match=f"{key}.*{allowed}"):
@@ -83,3 +85,34 @@ def test_every_shipped_config_states_its_pipeline(path):
     # sliding windows where the config says so, with one size per axis of the offsets
     if cfg.TEST.window:
         assert len(cfg.TEST.window) == len(cfg.TEST.overlap) == len(offsets[0])
+
+
+def test_paper_code_variants_are_opt_in():
+    test = make_config({}).TEST
+    assert (test.merge_rule, test.fragments, test.metrics) == ("contact", "project", None)
+    for path in CONFIGS:  # the shipped configs keep the project's variants
+        cfg = load_config(path)
+        assert (cfg.TEST.merge_rule, cfg.TEST.fragments) == ("contact", "project"), path.name
+
+
+@pytest.mark.parametrize("rule, passes, ok", [("contact", [5, 20], True), ("window", [[5, 5], [20, 11]], True),
+                                              ("window", [5, 20], False), ("contact", [[5, 5]], False),
+                                              ("window", [[5, 5, 5]], False), ("window", [], True)])
+def test_small_objects_match_the_merge_rule(rule, passes, ok):
+    override = {"TEST": {"merge_rule": rule, "small_objects": passes}}
+    if ok:
+        assert make_config(override).TEST.small_objects == passes
+    else:
+        with pytest.raises(PEAInputError, match=f"TEST.small_objects.*merge_rule '{rule}'"):
+            make_config(override)
+
+
+def test_metrics_key_selects_what_is_scored():
+    from pea.train import reported_metrics
+
+    reader = get_reader("bbbc039v1")
+    assert reported_metrics(make_config({"DATA": {"dataset": "bbbc039v1"}}), reader) == list(reader.METRICS)
+    cfg = make_config({"DATA": {"dataset": "bbbc039v1"}, "TEST": {"metrics": ["aji", "dice", "f1", "pq_official"]}})
+    assert reported_metrics(cfg, reader) == ["aji", "dice", "f1", "pq_official"]
+    with pytest.raises(PEAInputError, match="TEST.metrics.*unknown metric 'aij'"):
+        make_config({"TEST": {"metrics": ["aij"]}})

@@ -204,8 +204,18 @@ def test_help_documents_selectors(pea_main, capsys):
         pea_main("--help")
     text = " ".join(capsys.readouterr().out.split())
     for word in ("best_dice", "fg_bg_dice", "dice (foreground pixel F1)", "ap (ap50, ap75", "dic (dic, abs_dic)",
-                 "pq (pq, dq, sq)", "voi (voi_split, voi_merge, voi)", "arand"):
+                 "pq (pq, dq, sq)", "voi (voi_split, voi_merge, voi)", "arand", "aji_kumar",
+                 "pq_official (pq_official, sq_official", "f1 (object F1 at IoU 0.5, the key dq)"):
         assert word in text
+
+
+def test_f1_selects_the_figure_printed_as_f1(tmp_path, pea_main, capsys):
+    pred, gt = label_pair(3)
+    a, b = write(tmp_path / "pred.tif", pred), write(tmp_path / "gt.png", gt)
+    assert pea_main(a, b, "--metrics", "f1,aji,aji_kumar", "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out == pytest.approx(M.evaluate(pred, gt, "dq,aji,aji_kumar"))
+    assert list(out) == ["aji", "aji_kumar", "dq"]
 
 
 def _bad_cases(d):

@@ -1,11 +1,14 @@
 """pea.metrics against brute-force implementations written here from the definitions (per-label masks)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.optimize import linear_sum_assignment
 from skimage.metrics import adapted_rand_error as sk_arand
 from skimage.metrics import variation_of_information as sk_voi
+from skimage.segmentation import relabel_sequential
 
 from pea import _overlap
 from pea import metrics as M
@@ -59,7 +62,7 @@ def bf_iou(pred, gt):
     return iou
 
 
-def bf_aji(pred, gt):
+def bf_aji_kumar(pred, gt):
     mp, mg = masks(pred), masks(gt)
     if not mp and not mg:
         return 1.0
@@ -165,7 +168,7 @@ def test_metrics_match_brute_force(seed, shape):
     assert M.pixel_dice(pred, gt) == pytest.approx(bf_fg_dice(pred, gt), abs=1e-12)
     assert M.diff_fg_labels(pred, gt) == len(labels(pred)) - len(labels(gt))
     assert M.abs_diff_fg_labels(pred, gt) == abs(len(labels(pred)) - len(labels(gt)))
-    assert M.aggregated_jaccard_index(pred, gt) == pytest.approx(bf_aji(pred, gt), abs=1e-12)
+    assert M.kumar_aggregated_jaccard_index(pred, gt) == pytest.approx(bf_aji_kumar(pred, gt), abs=1e-12)
     np.testing.assert_allclose(M.panoptic_quality(pred, gt), bf_pq(pred, gt), atol=1e-12)
     np.testing.assert_allclose(M.average_precision(pred, gt), bf_ap(pred, gt, M.AP_THRESHOLDS), atol=1e-12)
     if (gt != 0).any():
@@ -203,13 +206,16 @@ def test_evaluate_equals_the_functions(seed, shape):
     out = M.evaluate(pred, gt)
     assert list(out) == list(M.METRIC_KEYS)
     dq, sq, pq = M.panoptic_quality(pred, gt)
+    sq_official, pq_official = M.official_panoptic_quality(pred, gt)
     split, merge = M.variation_of_information(pred, gt)
     ap = M.average_precision(pred, gt)
     expected = {
         "sbd": M.symmetric_best_dice(pred, gt), "best_dice": M.best_dice(pred, gt),
         "fg_bg_dice": M.fg_bg_dice(pred, gt), "dic": M.diff_fg_labels(pred, gt),
         "abs_dic": M.abs_diff_fg_labels(pred, gt), "aji": M.aggregated_jaccard_index(pred, gt),
-        "dice": M.pixel_dice(pred, gt), "pq": pq, "dq": dq, "sq": sq, "ap50": ap[0], "ap75": ap[5],
+        "aji_kumar": M.kumar_aggregated_jaccard_index(pred, gt),
+        "dice": M.pixel_dice(pred, gt), "pq": pq, "dq": dq, "sq": sq, "pq_official": pq_official,
+        "sq_official": sq_official, "ap50": ap[0], "ap75": ap[5],
         "voi_split": split, "voi_merge": merge, "voi": split + merge, "arand": M.adapted_rand_error(pred, gt),
     }
     assert out == pytest.approx(expected, abs=1e-12)
@@ -223,6 +229,8 @@ def test_metric_selection():
     assert list(M.evaluate(pred, gt, "ap,abs_dic")) == ["abs_dic", "ap50", "ap75"]
     assert list(M.evaluate(pred, gt, "best_dice,fg_bg_dice,dice,arand,aji")) == [
         "best_dice", "fg_bg_dice", "aji", "dice", "arand"]
+    assert list(M.evaluate(pred, gt, "f1,aji_kumar")) == ["aji_kumar", "dq"]
+    assert list(M.evaluate(pred, gt, "pq_official")) == ["pq_official", "sq_official"]
     with pytest.raises(PEAInputError, match="sdb"):
         M.evaluate(pred, gt, "sbd,sdb")
 
@@ -271,8 +279,8 @@ def test_both_empty():
     z = np.zeros((7, 9), np.uint16)
     out = M.evaluate(z, z)
     assert out == {
-        "sbd": 1.0, "best_dice": 1.0, "fg_bg_dice": 1.0, "dic": 0, "abs_dic": 0, "aji": 1.0, "dice": 1.0,
-        "pq": 1.0, "dq": 1.0, "sq": 1.0, "ap50": 1.0, "ap75": 1.0,
+        "sbd": 1.0, "best_dice": 1.0, "fg_bg_dice": 1.0, "dic": 0, "abs_dic": 0, "aji": 1.0, "aji_kumar": 1.0,
+        "dice": 1.0, "pq": 1.0, "dq": 1.0, "sq": 1.0, "pq_official": 1.0, "sq_official": 1.0, "ap50": 1.0, "ap75": 1.0,
         "voi_split": 0.0, "voi_merge": 0.0, "voi": 0.0, "arand": 0.0,
     }
     assert M.evaluate(z[:0], z[:0]) == out
@@ -284,7 +292,7 @@ def test_empty_prediction():
     assert out["sbd"] == 0.0 and out["best_dice"] == 0.0 and bf_best_dice(gt, pred) == 0.0
     assert out["fg_bg_dice"] == out["dice"] == 0.0 == bf_fg_dice(pred, gt)
     assert out["dic"] == -2 and out["abs_dic"] == 2
-    assert out["aji"] == 0.0 == bf_aji(pred, gt)
+    assert out["aji"] == out["aji_kumar"] == 0.0 == bf_aji_kumar(pred, gt) == bf_aji_official(pred, gt)
     assert (out["dq"], out["sq"], out["pq"]) == (0.0, 0.0, 0.0)
     assert out["ap50"] == out["ap75"] == 0.0
     assert [out["voi_split"], out["voi_merge"]] == pytest.approx(sk_voi(gt, pred, ignore_labels=[0]), abs=1e-12)
@@ -318,7 +326,7 @@ def test_one_label_each():
 def test_identical_images_are_perfect():
     pred, gt = random_pair(11, (25, 31))
     out = M.evaluate(gt, gt)
-    for key in ("sbd", "best_dice", "fg_bg_dice", "aji", "dice", "pq", "dq", "sq", "ap50", "ap75"):
+    for key in ("sbd", "best_dice", "fg_bg_dice", "aji", "aji_kumar", "dice", "pq", "dq", "sq", "ap50", "ap75"):
         assert out[key] == pytest.approx(1.0)
     assert out["dic"] == 0 and out["voi"] == pytest.approx(0.0, abs=1e-12) and out["arand"] == pytest.approx(0.0)
 
@@ -379,3 +387,74 @@ def test_bad_labels(bad, which, msg):
     args = (bad, good) if which == "pred" else (good, bad)
     with pytest.raises(PEAInputError, match=f"{which} has {msg}.*\\(2, 2\\)"):
         M.evaluate(*args)
+
+
+# ---- the paper code's AJI and PQ -------------------------------------------------------------
+
+OFFICIAL = Path(__file__).resolve().parent / "data" / "official"
+
+
+def bf_aji_official(pred, gt):
+    """The reference loop on consecutive ids: gt ids 1..max, prediction ids 1..max, a taken
+    prediction scores intersection 0 and union |gt|, the first highest I / (U + 1e-4) wins."""
+    pred, gt = relabel_sequential(pred)[0], relabel_sequential(gt)[0]
+    if pred.max() == 0 and gt.max() == 0:
+        return 1.0
+    n_pred = int(pred.max())
+    taken = np.zeros(n_pred + 1, bool)
+    inter = union = 0
+    for g in range(1, int(gt.max()) + 1):
+        m = gt == g
+        if n_pred == 0:
+            union += m.sum()
+            continue
+        cand = []
+        for p in range(1, n_pred + 1):
+            if taken[p]:
+                cand.append((0, m.sum()))
+            else:
+                i = np.logical_and(m, pred == p).sum()
+                cand.append((i, m.sum() + (pred == p).sum() - i))
+        hit = int(np.argmax([i / (u + 1e-4) for i, u in cand]))
+        inter, union = inter + cand[hit][0], union + cand[hit][1]
+        taken[hit + 1] = True
+    union += sum((pred == p).sum() for p in range(1, n_pred + 1) if not taken[p])
+    return inter / union
+
+
+@pytest.mark.parametrize("seed,shape", CASES[::3])
+def test_official_aji_matches_the_reference_loop(seed, shape):
+    pred, gt = random_pair(seed, shape)
+    assert M.aggregated_jaccard_index(pred, gt) == pytest.approx(bf_aji_official(pred, gt), abs=1e-12)
+
+
+def test_official_aji_takes_each_prediction_once():
+    gt = np.zeros((6, 12), np.uint8)
+    gt[:, :6], gt[:, 6:] = 1, 2
+    pred = np.zeros_like(gt)
+    pred[:, :10] = 1  # one prediction covers both gt objects
+    # Kumar: both gt objects take prediction 1; official: object 2 finds it taken
+    assert M.kumar_aggregated_jaccard_index(pred, gt) == pytest.approx((36 + 24) / (60 + 72))
+    assert M.aggregated_jaccard_index(pred, gt) == pytest.approx(36 / (60 + 36))
+
+
+def test_official_aji_missed_object_takes_the_first_prediction():
+    """A gt object overlapping no free prediction takes the first prediction if it is free
+    (the reference's argmax over zeros), so that prediction is lost to later gt objects."""
+    gt = np.zeros((4, 12), np.uint8)
+    gt[:, :2], gt[:, 8:] = 1, 2
+    pred = np.zeros_like(gt)
+    pred[:, 8:] = 5
+    assert M.aggregated_jaccard_index(pred, gt) == pytest.approx(0 / (8 + 16 + 16))
+    assert M.aggregated_jaccard_index(pred, gt) == pytest.approx(bf_aji_official(pred, gt))
+    assert M.kumar_aggregated_jaccard_index(pred, gt) == pytest.approx(16 / 24)
+
+
+def test_fixture_metrics_of_the_paper_code():
+    """AJI, DQ, SQ, PQ and Dice of the authors' code on six cases, through `evaluate`."""
+    data = np.load(OFFICIAL / "bbbc039v1_metrics.npz")
+    for case, (aji, dq, sq, pq, dice) in enumerate(data["table"]):
+        out = M.evaluate(data[f"case{case}_pred"], data[f"case{case}_gt"], "aji,f1,pq_official,dice")
+        assert list(out) == ["aji", "dice", "dq", "pq_official", "sq_official"]
+        got = [out["aji"], out["dq"], out["sq_official"], out["pq_official"], out["dice"]]
+        np.testing.assert_allclose(got, [aji, dq, sq, pq, dice], rtol=0, atol=1e-9, err_msg=f"case {case}")
