@@ -45,8 +45,9 @@ def image_parser() -> argparse.ArgumentParser:
     p.add_argument("-nb", "--neighbor", type=int, default=None, help="4 or 8 (overrides DATA.neighbor)")
     p.add_argument("-sf", "--shifts", type=str, default=None, help='e.g. "1,3,5,9,27" (overrides DATA.shifts)')
     p.add_argument("-sbd", "--if_sbd", action="store_false", help="do NOT compute SBD")
-    for name in PARTITIONERS:
-        p.add_argument(f"--{name}", action="store_true", help=f"partition with {name} (default: TEST.partitioners)")
+    for name in PARTITIONERS:  # -mutex and -waterz too, so that they never parse as "-m utex"
+        flags = [f"--{name}"] + ([f"-{name}"] if name != "lmc" else [])
+        p.add_argument(*flags, action="store_true", help=f"partition with {name} (default: TEST.partitioners)")
     return p
 
 
@@ -191,10 +192,14 @@ def image_inference_main(script_dir: str | Path, argv: Sequence[str] | None = No
 
 
 def _image_inference(script_dir: Path, args) -> int:
+    from pea.affinity import resolve_offsets
     from pea.metrics import select_metrics
     from pea.train import reported_metrics
 
     run = _load(script_dir, args, _apply_image_flags)
+    channels = len(resolve_offsets(run.cfg.DATA)[0])
+    if args.show and not args.show_embedding and not 1 <= args.show_num <= channels:
+        raise PEAInputError(f"-sn/--show_num {args.show_num}: the affinities have {channels} channels (1..{channels})")
     methods = [m for m in PARTITIONERS if getattr(args, m)] or list(run.cfg.TEST.partitioners)
     metrics = [k for k in select_metrics(reported_metrics(run.cfg, run.reader)) if args.if_sbd or k != "sbd"]
     panels = run.out_dir / "panels"

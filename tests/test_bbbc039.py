@@ -14,7 +14,7 @@ from pea.config import load_config, make_config
 from pea.data import bbbc039, get_reader
 from pea.data.common import Sample, pad_to, padded_shape
 from pea.errors import PEAInputError
-from pea.inference import foreground_mask, predict_image, segment
+from pea.inference import foreground_mask, predict_image, segment, to_input
 from pea.losses import PEALoss
 from pea.metrics import aggregated_jaccard_index
 from pea.models import build_model
@@ -45,11 +45,14 @@ def listed(data_dir, name):
 def test_configs_hold_the_paper_settings():
     cfg = load_config(SCRIPTS / "config" / "bbbc039v1.yaml")
     assert cfg.DATA.shifts == SHIFTS and cfg.TEST.strides == [10, 10] and cfg.DATA.crop_size == [256, 256]
-    assert cfg.TRAIN.batch_size == 8 and cfg.LOSS.mask_weight == 1000 and cfg.MODEL.in_channels == 1
-    assert cfg.DATA.normalize == "percentile" and cfg.TEST.mask == "pred" and cfg.TRAIN.select_metric == "aji"
-    assert cfg.DATA.padded_size == [704, 704]
+    assert cfg.TRAIN.batch_size == 8 and cfg.LOSS.mask_weight == 1000 and cfg.MODEL.in_channels == 3
+    assert cfg.TEST.mask == "pred" and cfg.TRAIN.select_metric == "aji"
+    # the authors' input: min-max scaled, 3 channels, zero-padded to 704x704
+    assert (cfg.DATA.normalize, cfg.DATA.percentiles, cfg.DATA.channels) == ("none", [0, 100], 3)
+    assert cfg.DATA.padded_size == [704, 704] and cfg.DATA.pad_mode == "zero"
+    assert (cfg.TEST.fg_min_size, cfg.TEST.fg_connectivity) == (25, 2)
     demo = load_config(SCRIPTS / "config" / "bbbc039v1_demo.yaml")
-    assert demo.DATA.dataset == "bbbc039v1" and demo.TEST.mask == "pred" and demo.MODEL.in_channels == 1
+    assert demo.DATA.dataset == "bbbc039v1" and demo.TEST.mask == "pred" and demo.MODEL.in_channels == 3
     assert get_reader("bbbc039v1") is bbbc039
 
 
@@ -248,3 +251,19 @@ def test_training_and_test_inference(tiny_data, tmp_path):
         assert float(row[1]) == pytest.approx(aggregated_jaccard_index(segs[row[0]], gt[row[0]]), abs=1e-4)
     assert float(score[3][1]) == pytest.approx(np.mean([float(r[1]) for r in score[1:3]]), abs=1e-4)
     assert sorted(p.stem for p in (tdir / "panels").glob("*.png")) == sorted(names)
+
+
+def test_the_authors_input_min_max_three_channels_zero_padding(tiny_data):
+    data = load_config(SCRIPTS / "config" / "bbbc039v1.yaml").DATA
+    data.data_dir = str(tiny_data)
+    sample = bbbc039.load_split(data, "test")[0]
+    raw = tifffile.imread(tiny_data / "images" / f"{sample.name}.tif").astype(np.float32)
+    expected = (raw - raw.min()) / (raw.max() - raw.min())
+    assert sample.image.shape == raw.shape + (3,)
+    for c in range(3):
+        np.testing.assert_allclose(sample.image[..., c], expected, rtol=0, atol=1e-6)
+    padded, crop = pad_to(sample.image, (128, 144), "zero")
+    assert (padded[:16] == 0).all() and (padded[:, :16] == 0).all()
+    np.testing.assert_array_equal(padded[crop], sample.image)
+    x = to_input(padded, data.normalize, torch.device("cpu"))
+    assert x.shape == (1, 3, 128, 144) and torch.equal(x[0, 0], torch.from_numpy(padded[..., 0]))

@@ -87,12 +87,17 @@ def test_every_shipped_config_states_its_pipeline(path):
         assert len(cfg.TEST.window) == len(cfg.TEST.overlap) == len(offsets[0])
 
 
-def test_paper_code_variants_are_opt_in():
-    test = make_config({}).TEST
-    assert (test.merge_rule, test.fragments, test.metrics) == ("contact", "project", None)
-    for path in CONFIGS:  # the shipped configs keep the project's variants
+def test_paper_configs_select_the_authors_post_processing():
+    test = make_config({}).TEST  # the shared defaults are the project's variants
+    assert (test.merge_rule, test.fragments, test.metrics, test.window_blend) == ("contact", "project", None, "ramp")
+    for path in CONFIGS:
         cfg = load_config(path)
-        assert (cfg.TEST.merge_rule, cfg.TEST.fragments) == ("contact", "project"), path.name
+        if cfg.TEST.small_objects:  # 2D: the authors' window rule with (threshold, window) passes
+            assert cfg.TEST.merge_rule == "window", path.name
+        if cfg.TEST.window:  # 3D: the authors' fragments, Gaussian windows, multicut by default
+            assert (cfg.TEST.fragments, cfg.TEST.window_blend, cfg.TEST.partitioners) == (
+                "official", "gaussian", ["lmc"]), path.name
+        assert cfg.MODEL.backbone.endswith("_official") or "resnet" in path.name, path.name
 
 
 @pytest.mark.parametrize("rule, passes, ok", [("contact", [5, 20], True), ("window", [[5, 5], [20, 11]], True),

@@ -7,7 +7,7 @@ import torch
 from pea.affinity import EM_OFFSETS, embedding_affinity
 from pea.config import make_config
 from pea.data.common import Sample
-from pea.inference import _starts, predict_volume, segment_sample
+from pea.inference import _starts, gaussian_weight, predict_volume, predict_volume_gaussian, segment_sample
 
 DATA = {"normalize": "unit"}
 DEVICE = torch.device("cpu")
@@ -93,3 +93,56 @@ def test_segment_sample_runs_each_method_on_a_volume():
         assert seg.shape == shape and seg.min() >= 1  # every voxel belongs to a segment
     with pytest.raises(ValueError, match="unknown post-processing method"):
         segment_sample(PerVoxel().eval(), sample, cfg, EM_OFFSETS, DEVICE, methods=("watershed",))
+
+
+def _official_windows(model, volume, offsets, window, stride, context):
+    """The authors' sliding windows written out plainly: reflect padding, windows at
+    min(k * stride, n - window), unit-step channels' first plane copied from the second, ReLU,
+    weights 1e-6 + exp(-d^2 / 0.08) with d the distance from the window centre on a [-1, 1] grid."""
+    padded = np.pad(volume, [(c, c) for c in context] + [(0, 0)], mode="reflect")
+    shape = padded.shape[:-1]
+    axes = [np.linspace(-1, 1, w) for w in window]
+    dist2 = sum(np.meshgrid(*[a * a for a in axes], indexing="ij"))
+    weight = 1e-6 + np.exp(-dist2 / (2 * 0.2 ** 2))
+    out = np.zeros((len(offsets),) + shape)
+    total = np.zeros(shape)
+    counts = [int(np.ceil((n - w) / s)) + 1 for n, w, s in zip(shape, window, stride)]
+    for index in np.ndindex(*counts):
+        start = [min(k * s, n - w) for k, s, n, w in zip(index, stride, shape, window)]
+        sl = tuple(slice(a, a + w) for a, w in zip(start, window))
+        x = torch.from_numpy(((padded[sl] - 0.5) / 0.25).astype(np.float32)).permute(3, 0, 1, 2)[None]
+        with torch.no_grad():
+            affs = embedding_affinity(model(x)["embeddings"][0], offsets)[0].numpy()
+        for c, off in enumerate(offsets):
+            nonzero = [a for a, o in enumerate(off) if o]
+            if len(nonzero) == 1 and off[nonzero[0]] == -1:
+                a = nonzero[0]
+                first = [slice(None)] * 3
+                second = [slice(None)] * 3
+                first[a], second[a] = 0, 1
+                affs[c][tuple(first)] = affs[c][tuple(second)]
+        out[(slice(None),) + sl] += np.maximum(affs, 0) * weight
+        total[sl] += weight
+    out /= total
+    return out[(slice(None),) + tuple(slice(c, n - c) for c, n in zip(context, shape))]
+
+
+@pytest.mark.parametrize("shape, window, overlap, context", [
+    ((20, 60, 52), (18, 32, 32), (8, 16, 16), (4, 12, 12)),
+    ((9, 40, 40), (6, 24, 20), (2, 8, 4), (0, 0, 0)),
+])
+def test_gaussian_windows_match_the_authors_scheme(shape, window, overlap, context):
+    rng = np.random.default_rng(3)
+    volume = rng.random(shape + (1,), dtype=np.float32)
+    model = PerVoxel().eval()
+    stride = [w - o for w, o in zip(window, overlap)]
+    got = predict_volume_gaussian(model, volume, EM_OFFSETS, window, overlap, context, DATA, DEVICE, progress=False)
+    expected = _official_windows(model, volume, EM_OFFSETS, window, stride, context)
+    assert got.shape == (12,) + shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_weight_peaks_in_the_centre():
+    w = gaussian_weight((5, 7, 9))
+    assert w.shape == (5, 7, 9) and w.argmax() == np.ravel_multi_index((2, 3, 4), w.shape)
+    assert w[2, 3, 4] == pytest.approx(1 + 1e-6) and w[0, 0, 0] == pytest.approx(1e-6 + np.exp(-3 / 0.08))
