@@ -26,6 +26,17 @@ AUGMENT_2D_DEFAULTS: dict = {
     "gamma": 0.2,
 }
 
+def _augment_spec() -> dict:
+    from pea import schema as S
+
+    unit, pair = S.number(0, 1), S.sequence(S.number(0, 1, above=True), length=2)
+    return {"crop_scale": pair, "flip": S.boolean, "affine_prob": unit, "rotation": S.number(0, 180),
+            "translation": unit, "shear": S.number(0, 1), "zoom": S.sequence(S.number(0, above=True), length=2),
+            "intensity_prob": unit, "brightness": unit, "contrast": unit, "gamma": unit}
+
+
+AUGMENT_2D_SPEC = _augment_spec()  # their types and ranges
+
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 

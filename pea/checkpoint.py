@@ -10,7 +10,7 @@ has no config: it is recognised by its key names and its network (`resunet_offic
 """
 from __future__ import annotations
 
-import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,19 @@ from typing import Any
 import torch
 
 from pea.config import Config, make_config
-from pea.errors import PEAInputError
+from pea.errors import PEAInputError, PEARunError
+from pea.io import _one_line, atomic_write
 from pea.models import build_model, load_state_dict_checked, official_model_config, strip_module_prefix
 
 
 def save_checkpoint(path: Path, state: Mapping) -> None:
-    """Write to a temporary file in the same folder and rename: never a broken checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(dict(state), tmp)
-    os.replace(tmp, path)
+    """Write to a temporary file in the same folder and rename: never a broken checkpoint, and
+    no temporary file left behind when writing fails (a full disk)."""
+    try:
+        with atomic_write(path) as tmp:
+            torch.save(dict(state), tmp)
+    except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
+        raise PEARunError(f"{path}: cannot write the checkpoint ({_one_line(err)})") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -39,10 +42,28 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt files
-        raise PEAInputError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        raise PEAInputError(f"{path}: not a readable checkpoint ({_load_failure(err)})") from None
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model_weights"), Mapping):
         raise PEAInputError(f"{path}: no 'model_weights' mapping in the checkpoint")
     return {**ckpt, "model_weights": strip_module_prefix(ckpt["model_weights"])}
+
+
+def _load_failure(err: Exception) -> str:
+    """torch.load's reason in one line, without its advice to load with weights_only=False
+    (which would run code from the file)."""
+    text = _one_line(err)
+    if "Weights only load failed" in text:
+        found = re.search(r"(Unsupported global: GLOBAL \S+|Unsupported operand \S+)", text)
+        return "it holds objects other than tensors and plain values" + (f": {found.group(1)}" if found else "")
+    return f"{type(err).__name__}: {text}"
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity, naming the first such parameter."""
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not torch.isfinite(value).all():
+            raise PEAInputError(f"{source}: parameter {name!r} holds NaN or infinite values; "
+                                f"the checkpoint comes from a diverged run")
 
 
 def checkpoint_model_config(ckpt: Mapping) -> Any:
@@ -67,7 +88,9 @@ def model_from_checkpoint(ckpt: Mapping, device: torch.device | str,
     cfg = make_config({"MODEL": checkpoint_model_config(ckpt)}, f"{source} config")
     cfg.MODEL.pretrained = None
     model = build_model(cfg.MODEL)
-    load_state_dict_checked(model, strip_module_prefix(ckpt["model_weights"]), source)
+    weights = strip_module_prefix(ckpt["model_weights"])
+    check_finite(weights, source)
+    load_state_dict_checked(model, weights, source)
     return model.to(device).eval(), cfg
 
 

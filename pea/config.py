@@ -5,7 +5,8 @@ The shared schema (`DEFAULTS`) holds the keys every data set uses; the reader na
 `pea.data`). A YAML file may set any subset of these keys and may extend another file with
 `_base_: other.yaml` (a path relative to the file), stating only what differs. A key that is
 in neither schema (a typo, a key of another version) is an error naming it, and so is a value
-outside a key's allowed choices (`CHOICES`).
+of the wrong type or outside its range (`SPEC`, checked when the config is read). Numbers
+may be written as 1e-4 (`yaml_load`).
 
 The pipeline is stated here, never guessed from a data set's name or an array's shape:
 `TEST.partitioners` (mutex, waterz, lmc), `TEST.strides`, `TEST.mask`, `TEST.small_objects` and
@@ -16,11 +17,13 @@ background pixels), the loss terms and `TRAIN.valid_partitioner`.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
+from pea import schema as S
 from pea.errors import PEAInputError
 from pea.models.registry import DEFAULTS as MODEL_DEFAULTS
 
@@ -78,7 +81,7 @@ DEFAULTS: dict[str, Any] = {
         "valid_partitioner": "mutex",  # the partitioner whose segmentation is scored in validation
         "select_metric": None,  # the validation score that picks best.ckpt (voi, arand: lower is better)
         "model_dir": "../models",
-        "device": "auto",  # auto | cpu | cuda | cuda:1 ...
+        "device": "auto",  # auto | cpu | cuda | cuda:N
     },
     "TEST": {
         "partitioners": ["mutex"],  # any of mutex, waterz, lmc (inference flags choose among them)
@@ -100,15 +103,80 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
-CHOICES: dict[tuple[str, str], tuple] = {
-    ("LOSS", "background"): ("same", "none"),
-    ("LOSS", "ccm_blank"): ("foreground", "anywhere"),
-    ("DATA", "pad_mode"): ("reflect", "zero"),
-    ("TEST", "mask"): ("gt", "pred", "none"),
-    ("TEST", "window_blend"): ("ramp", "gaussian"),
-    ("TEST", "merge_rule"): ("contact", "window"),
-    ("TEST", "fragments"): ("project", "official"),
-    ("TRAIN", "valid_partitioner"): PARTITIONERS,
+
+
+_SIZE = S.sequence(S.number(1, integer=True), none=True, empty=False)
+_POSITIVE_INT = S.number(1, integer=True)
+
+# The type and range of every shared key (readers add theirs: DATA_SPEC of their module).
+SPEC: dict[tuple[str, ...], S.Check] = {
+    ("NAME",): S.text(none=True),
+    ("DATA", "dataset"): S.text(none=True),
+    ("DATA", "data_dir"): S.text(none=True),
+    ("DATA", "scale"): S.number(0, 16, above=True),
+    ("DATA", "padded_size"): _SIZE,
+    ("DATA", "pad_mode"): S.choice("reflect", "zero"),
+    ("DATA", "crop_size"): _SIZE,
+    ("DATA", "shifts"): S.sequence(_POSITIVE_INT, none=True, empty=False),
+    ("DATA", "neighbor"): S.choice(4, 8),
+    ("DATA", "offsets"): S.sequence(S.sequence(S.number(integer=True), empty=False), none=True, empty=False),
+    ("DATA", "group_size"): S.number(1, integer=True, none=True),
+    ("DATA", "normalize"): S.choice(None, "imagenet", "unit", "percentile", "none"),
+    ("DATA", "num_workers"): S.number(0, integer=True),
+    ("MODEL", "backbone"): S.text(),
+    ("MODEL", "in_channels"): _POSITIVE_INT,
+    ("MODEL", "emb_dim"): _POSITIVE_INT,
+    ("MODEL", "filters"): S.sequence(_POSITIVE_INT, none=True, empty=False),
+    ("MODEL", "fg_head"): S.boolean,
+    ("MODEL", "pretrained"): S.text(none=True),
+    ("LOSS", "scm"): S.boolean,
+    ("LOSS", "ccm"): S.boolean,
+    ("LOSS", "epm"): S.boolean,
+    ("LOSS", "scm_weight"): S.number(0),
+    ("LOSS", "ccm_weight"): S.number(0),
+    ("LOSS", "epm_weight"): S.number(0),
+    ("LOSS", "epm_groups"): S.sequence(S.number(0, integer=True), length=4),
+    ("LOSS", "background"): S.choice("same", "none"),
+    ("LOSS", "weight_clip"): S.sequence(S.number(0, 1, above=True), length=2),
+    ("LOSS", "mask_weight"): S.number(0),
+    ("LOSS", "fg_class_weight"): S.number(0, above=True),
+    ("LOSS", "ccm_mask_prob"): S.number(0, 1),
+    ("LOSS", "ccm_blank"): S.choice("foreground", "anywhere"),
+    ("LOSS", "ccm_flip"): S.boolean,
+    ("LOSS", "ccm_intensity"): S.number(0, 1),
+    ("TRAIN", "iterations"): _POSITIVE_INT,
+    ("TRAIN", "batch_size"): _POSITIVE_INT,
+    ("TRAIN", "lr"): S.number(0, above=True),
+    ("TRAIN", "betas"): S.sequence(S.number(0, 1), length=2),
+    ("TRAIN", "eps"): S.number(0, above=True),
+    ("TRAIN", "weight_decay"): S.number(0),
+    ("TRAIN", "amsgrad"): S.boolean,
+    ("TRAIN", "seed"): S.number(0, integer=True),
+    ("TRAIN", "valid_every"): _POSITIVE_INT,
+    ("TRAIN", "save_every"): _POSITIVE_INT,
+    ("TRAIN", "log_every"): _POSITIVE_INT,
+    ("TRAIN", "max_valid_images"): S.number(1, integer=True, none=True),
+    ("TRAIN", "valid_partitioner"): S.choice(*PARTITIONERS),
+    ("TRAIN", "select_metric"): S.text(none=True),
+    ("TRAIN", "model_dir"): S.text(),
+    ("TRAIN", "device"): lambda v: None if isinstance(v, str) and (
+        v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())) else "auto, cpu, cuda or cuda:N",
+    ("TEST", "partitioners"): S.sequence(S.choice(*PARTITIONERS), empty=False),
+    ("TEST", "strides"): S.sequence(_POSITIVE_INT, none=True, empty=False),
+    ("TEST", "small_objects"): S.anything,  # checked with TEST.merge_rule
+    ("TEST", "merge_rule"): S.choice("contact", "window"),
+    ("TEST", "fragments"): S.choice("project", "official"),
+    ("TEST", "metrics"): S.anything,  # checked against pea.metrics' selectors
+    ("TEST", "mask"): S.choice("gt", "pred", "none"),
+    ("TEST", "fg_min_size"): S.number(0, integer=True),
+    ("TEST", "fg_connectivity"): S.number(1, integer=True),
+    ("TEST", "window"): _SIZE,
+    ("TEST", "overlap"): S.sequence(S.number(0, integer=True), none=True, empty=False),
+    ("TEST", "window_blend"): S.choice("ramp", "gaussian"),
+    ("TEST", "context"): S.sequence(S.number(0, integer=True), none=True, empty=False),
+    ("TEST", "waterz_threshold"): S.number(0, 1),
+    ("TEST", "trained_dir"): S.text(),
+    ("TEST", "out_dir"): S.text(),
 }
 
 
@@ -164,24 +232,39 @@ def schema(dataset: str | None) -> dict:
     return out
 
 
-def check_choices(cfg: Mapping, source: str = "config") -> None:
-    """Every key with a fixed set of values holds one of them."""
-    for (section, key), allowed in CHOICES.items():
-        if cfg[section][key] not in allowed:
-            raise PEAInputError(f"{source}: {section}.{key} = {cfg[section][key]!r}; "
-                                f"use one of {', '.join(allowed)}")
-    unknown = [p for p in cfg["TEST"]["partitioners"] or [] if p not in PARTITIONERS]
-    if unknown or not cfg["TEST"]["partitioners"]:
-        raise PEAInputError(f"{source}: TEST.partitioners = {cfg['TEST']['partitioners']!r}; "
-                            f"use a non-empty list of {', '.join(PARTITIONERS)}")
-    _check_small_objects(cfg["TEST"], source)
-    if cfg["TEST"]["metrics"] is not None:
-        from pea.metrics import select_metrics
+def check_values(cfg: Mapping, source: str = "config") -> None:
+    """Every key's value has its type and lies in its range (SPEC, and the reader's DATA_SPEC);
+    the first that does not is a one-line error naming the key, the value and what is expected."""
+    spec = dict(SPEC)
+    if cfg["DATA"]["dataset"] is not None:
+        from pea.data import get_reader
 
-        try:
-            select_metrics(cfg["TEST"]["metrics"])
-        except PEAInputError as err:
-            raise PEAInputError(f"{source}: TEST.metrics: {err}") from None
+        spec.update({("DATA", k): c for k, c in get_reader(cfg["DATA"]["dataset"]).DATA_SPEC.items()})
+    for path, check in spec.items():
+        value = cfg[path[0]] if len(path) == 1 else cfg[path[0]][path[1]]
+        expected = check(value)
+        if expected:
+            raise PEAInputError(f"{source}: {'.'.join(path)} = {value!r}: expected {expected}")
+    _check_small_objects(cfg["TEST"], source)
+    _check_metrics(cfg, source)
+
+
+def _check_metrics(cfg: Mapping, source: str) -> None:
+    """TEST.metrics are known selectors; TRAIN.select_metric is one of the scores reported."""
+    from pea.metrics import select_metrics
+
+    try:
+        select_metrics(cfg["TEST"]["metrics"] or [])
+    except PEAInputError as err:
+        raise PEAInputError(f"{source}: TEST.metrics: {err}") from None
+    metric, dataset = cfg["TRAIN"]["select_metric"], cfg["DATA"]["dataset"]
+    if metric is None or dataset is None:
+        return
+    from pea.data import get_reader
+
+    reported = select_metrics(list(cfg["TEST"]["metrics"] or get_reader(dataset).METRICS))
+    if metric not in reported:
+        raise PEAInputError(f"{source}: TRAIN.select_metric = {metric!r}: expected one of {', '.join(reported)}")
 
 
 def _check_small_objects(test: Mapping, source: str) -> None:
@@ -203,7 +286,7 @@ def make_config(override: Mapping | None = None, source: str = "config") -> Conf
     data = override.get("DATA") or {}
     dataset = data.get("dataset") if isinstance(data, Mapping) else None
     cfg = merge(schema(dataset), override, source)
-    check_choices(cfg, source)
+    check_values(cfg, source)
     return _wrap(cfg)
 
 
@@ -218,13 +301,26 @@ def _overlay(base: Mapping, over: Mapping, path: tuple = ()) -> dict:
     return out
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 with floats also in the form users write them: 1e-4, 5E3 (no dot needed)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
+def yaml_load(text: str):
+    """Parse YAML text (a file or one --set value) with `_Loader`."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def read_yaml(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     """A YAML config as a nested dict, with the file named by its `_base_` key underneath."""
     path = Path(path)
     if not path.is_file():
         raise PEAInputError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise PEAInputError(f"{path}: not valid YAML ({err})") from None
     if not isinstance(data, Mapping):

@@ -92,6 +92,9 @@ def _print_table(rows: list[tuple[str, dict[str, float]]]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for path in (args.pred, args.gt):
+        if not os.path.exists(split_h5_path(path)[0]):
+            raise PEAInputError(f"{path}: no such file or folder")
     pred_is_dir = os.path.isdir(split_h5_path(args.pred)[0])
     gt_is_dir = os.path.isdir(split_h5_path(args.gt)[0])
     if pred_is_dir != gt_is_dir:

@@ -15,6 +15,7 @@ from tqdm import tqdm
 from pea.affinity import Offset, embedding_affinity
 from pea.augment import normalize
 from pea.config import PARTITIONERS
+from pea.errors import PEAInputError
 from pea.data.common import Sample, pad_to, padded_shape, resize
 from pea.postprocess import merge_small_objects, mutex_watershed
 
@@ -23,8 +24,13 @@ def select_device(name: str = "auto") -> torch.device:
     """CUDA when available (or asked for), else the CPU with a one-line notice."""
     if name != "auto":
         if name.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device '{name}' was asked for but CUDA is not available")
-        return torch.device(name)
+            raise PEAInputError(f"device '{name}' was asked for but CUDA is not available here")
+        if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+            raise PEAInputError(f"device '{name}': only {torch.cuda.device_count()} CUDA device(s) here")
+        try:
+            return torch.device(name)
+        except RuntimeError:
+            raise PEAInputError(f"device '{name}': use auto, cpu, cuda or cuda:N") from None
     if torch.cuda.is_available():
         return torch.device("cuda")
     print("notice: CUDA is not available, running on the CPU", file=sys.stderr)

@@ -14,6 +14,7 @@ import numpy as np
 
 from pea.config import PARTITIONERS
 from pea.errors import PEAInputError
+from pea.io import atomic_write, remove_stale
 
 LABELS = {"sbd": "SBD", "abs_dic": "|DiC|", "dic": "DiC", "aji": "AJI", "aji_kumar": "AJI_Kumar", "dice": "Dice",
           "pq": "PQ", "dq": "F1", "sq": "SQ", "pq_official": "PQ_official", "sq_official": "SQ_official",
@@ -130,6 +131,8 @@ def _load(script_dir: Path, args, apply_flags: Callable) -> Loaded:
     from pea.scripts import _config, find_checkpoint
     from pea.train import load_checkpoint, model_from_checkpoint
 
+    if args.max_images is not None and args.max_images < 1:
+        raise PEAInputError(f"--max-images {args.max_images}: expected a positive number")
     cfg = _config(script_dir, args.cfg, args.overrides)
     apply_flags(cfg, args)
     device = select_device(args.device or cfg.TRAIN.device)
@@ -139,11 +142,11 @@ def _load(script_dir: Path, args, apply_flags: Callable) -> Loaded:
     reader = get_reader(cfg.DATA.dataset)
     samples = reader.load_split(cfg.DATA, args.mode)
     if args.max_images is not None:
-        if args.max_images < 1:
-            raise PEAInputError(f"--max-images {args.max_images}: expected a positive number")
         samples = samples[: args.max_images]
     out_dir = Path(cfg.TEST.out_dir) / args.model_name / args.mode / f"affs_{Path(args.model_id).stem}"
     out_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (out_dir, out_dir / "panels", out_dir / "affs_img"):
+        remove_stale(folder)
     print(f"checkpoint: {path}\nwriting to: {out_dir}")
     return Loaded(cfg, reader, model, device, samples, out_dir)
 
@@ -155,7 +158,7 @@ def write_stack(path: Path, arrays: dict[str, np.ndarray], dtype, extra: dict | 
     names in order."""
     names = list(arrays)
     values = [np.asarray(arrays[n]).astype(dtype) for n in names]
-    with h5py.File(path, "w") as f:
+    with atomic_write(path) as tmp, h5py.File(tmp, "w") as f:
         if single and len(values) == 1:
             f.create_dataset("main", data=values[0], compression="gzip")
         elif len({v.shape for v in values}) == 1:
@@ -168,6 +171,11 @@ def write_stack(path: Path, arrays: dict[str, np.ndarray], dtype, extra: dict | 
             f.create_dataset(key, data=value, compression="gzip")
 
 
+def write_text(path: Path, text: str) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(text)
+
+
 def write_scores(path: Path, rows: list[dict], method: str) -> str:
     """A score table: one line per image, then mean and std; returns the one-line summary."""
     from pea.metrics import summarize
@@ -178,7 +186,7 @@ def write_scores(path: Path, rows: list[dict], method: str) -> str:
     lines += [r["name"] + " " + " ".join(f"{r[k]:.4f}" for k in keys) for r in rows]
     lines.append("mean " + " ".join(f"{means[k]:.4f}" for k in keys))
     lines.append("std " + " ".join(f"{stds[k]:.4f}" for k in keys))
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return f"{method}: " + " ".join(f"{LABELS.get(k, k)}={means[k]:.4f}" for k in keys)
 
 
@@ -291,7 +299,7 @@ def _volume_inference(script_dir: Path, args) -> int:
     if args.pixel_metric:
         summary += [_pixel_line(s, out.affs[s.name], run.cfg.LOSS.background, offsets)
                     for s in run.samples if s.gt is not None]
-    (run.out_dir / "scores.txt").write_text("".join(line + "\n" for line in summary))
+    write_text(run.out_dir / "scores.txt", "".join(line + "\n" for line in summary))
     for line in summary:
         print(line)
     return 0
@@ -329,4 +337,5 @@ def _section_images(folder: Path, affs: np.ndarray) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     images = (np.clip(affs[:3], 0, 1) * 255).astype(np.uint8)
     for z in range(images.shape[1]):
-        Image.fromarray(np.concatenate(list(images[:, z]), axis=1)).save(folder / f"{z:04d}.png")
+        with atomic_write(folder / f"{z:04d}.png") as tmp:
+            Image.fromarray(np.concatenate(list(images[:, z]), axis=1)).save(tmp)

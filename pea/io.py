@@ -19,13 +19,17 @@ PEAInputError naming the file and the problem.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from pea.errors import PEAInputError
 from pea.metrics import check_labels
 
-__all__ = ["LABEL_SUFFIXES", "H5_SUFFIXES", "colour_ids", "read_h5", "read_labels", "split_h5_path"]
+__all__ = ["LABEL_SUFFIXES", "H5_SUFFIXES", "atomic_write", "colour_ids", "read_h5", "read_labels",
+           "remove_stale", "split_h5_path"]
 
 H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy") + H5_SUFFIXES
@@ -33,6 +37,32 @@ LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy") + H5_SUFFIXES
 
 def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
+
+
+TEMP_MARK = ".tmp"  # in the names of files being written: ".NAME.tmpPID.SUFFIX"
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary path in the same folder (same suffix) to write to; it becomes `path` when
+    the block ends without error and is removed otherwise, so `path` is always either the old
+    complete file or the new complete one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}{TEMP_MARK}{os.getpid()}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def remove_stale(folder: str | os.PathLike) -> None:
+    """Remove temporary files that killed runs left in `folder` (see `atomic_write`)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for stale in folder.glob(f".*{TEMP_MARK}*"):
+            stale.unlink(missing_ok=True)
 
 
 def split_h5_path(path: str) -> tuple[str, str | None]:

@@ -359,7 +359,7 @@ def _voi(t: Overlap) -> tuple[float, float]:
         return 0.0, 0.0
     split = -(c / n * np.log2(c / gt_of_pair)).sum()
     merge = -(c / n * np.log2(c / pred_of_pair)).sum()
-    return float(split), float(merge)
+    return max(float(split), 0.0) + 0.0, max(float(merge), 0.0) + 0.0  # never -0.0 (printed -0.0000)
 
 
 def _arand(t: Overlap) -> float:

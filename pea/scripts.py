@@ -11,10 +11,9 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-import yaml
 
-from pea.config import Config, load_config, make_config, merge
-from pea.errors import PEAInputError
+from pea.config import Config, load_config, make_config, merge, yaml_load
+from pea.errors import PEAInputError, PEARunError
 
 PATH_KEYS = (("DATA", "data_dir"), ("TRAIN", "model_dir"), ("TEST", "trained_dir"), ("TEST", "out_dir"),
              ("MODEL", "pretrained"))
@@ -40,16 +39,24 @@ def _parse_overrides(items: Sequence[str]) -> dict:
             raise PEAInputError(f"--set {item!r}: expected SECTION.key=value")
         key, value = item.split("=", 1)
         section, name = key.split(".", 1)
-        out.setdefault(section, {})[name] = yaml.safe_load(value)
+        out.setdefault(section, {})[name] = yaml_load(value)
     return out
 
 
 def _run(fn, argv) -> int:
+    """Run a command: bad input and unusable paths are one line and exit 2, a run that cannot
+    go on one line and exit 1."""
     try:
         return int(fn(argv) or 0)
     except PEAInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only, missing or full place to write
+        print(f"error: {err.filename or ''}{': ' if err.filename else ''}{err.strerror or err}", file=sys.stderr)
+        return 2
+    except PEARunError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 # -- training ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ selection, atomic checkpoints, exact resumption, TensorBoard and text logs."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,13 +15,14 @@ from tqdm import tqdm
 
 from pea.affinity import resolve_offsets
 from pea.ccm import CrossView
-from pea.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: F401  (re-exported)
+from pea.checkpoint import check_finite, load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: F401
 from pea.config import Config
 from pea.data import get_reader
-from pea.errors import PEAInputError
+from pea.errors import PEAInputError, PEARunError
+from pea.io import remove_stale
 from pea.inference import segment_sample, select_device
 from pea.losses import PEALoss
-from pea.metrics import evaluate, select_metrics, summarize
+from pea.metrics import evaluate, summarize
 from pea.models import build_model, load_state_dict_checked
 
 LOWER_IS_BETTER = {"voi", "arand", "voi_split", "voi_merge", "abs_dic"}
@@ -62,10 +64,8 @@ class Trainer:
         self.device = device or select_device(cfg.TRAIN.device)
         self.offsets, group = resolve_offsets(cfg.DATA)
         self.reader = get_reader(cfg.DATA.dataset)
-        reported = select_metrics(reported_metrics(cfg, self.reader))
-        if cfg.TRAIN.select_metric not in reported:
-            raise PEAInputError(f"TRAIN.select_metric = {cfg.TRAIN.select_metric!r}; "
-                                f"use one of {', '.join(reported)}")
+        if cfg.TRAIN.select_metric is None:
+            raise PEAInputError("TRAIN.select_metric is not set: name the validation score that picks best.ckpt")
         self.model = seeded_model(cfg.MODEL, cfg.TRAIN.seed).to(self.device)
         t = cfg.TRAIN
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
@@ -90,11 +90,23 @@ class Trainer:
         continues, as the authors' code does, from its iteration with a fresh optimizer;
         its network must be the configured one (MODEL.backbone resunet_official, ...)."""
         ckpt = load_checkpoint(path)
+        check_finite(ckpt["model_weights"], str(path))
         load_state_dict_checked(self.model, ckpt["model_weights"], str(path))
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            self._apply_lr()
         self.iteration = int(ckpt["iteration"] if "iteration" in ckpt else ckpt.get("current_iter", 0))
         self.best = json.loads(ckpt.get("best", "null")) or self.best
+
+    def _apply_lr(self) -> None:
+        """The configured TRAIN.lr wins over the one in a resumed optimizer's state (said on one line)."""
+        lr = float(self.cfg.TRAIN.lr)
+        old = {float(group["lr"]) for group in self.optimizer.param_groups}
+        if old != {lr}:
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            print(f"note: learning rate {', '.join(f'{v:g}' for v in sorted(old))} from the checkpoint "
+                  f"replaced by TRAIN.lr = {lr:g}")
 
     # -- one step ----------------------------------------------------------------------
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict]:
@@ -105,10 +117,32 @@ class Trainer:
         else:
             out, out2 = self.model(x), None
         loss, parts = self.loss(out, labels, out2)
+        self._stop_unless_finite(loss, parts, "loss")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
+        self._stop_unless_finite(grad_norm, parts, "gradient")
         self.optimizer.step()
         return float(loss.detach()), parts
+
+    def _stop_unless_finite(self, value: torch.Tensor, parts: dict, what: str) -> None:
+        """A NaN or infinite loss or gradient ends the run; the checkpoints keep the last
+        finite weights (they are saved only from finite ones)."""
+        if not torch.isfinite(value):
+            terms = " ".join(f"{k}={v:.4g}" for k, v in parts.items())
+            raise PEARunError(f"iteration {self.iteration + 1}: the {what} is not finite ({terms}); training "
+                              f"stopped, {self.run_dir} keeps the checkpoints of the last finite weights "
+                              f"(lower TRAIN.lr?)")
+
+    def _save(self, name: str) -> None:
+        """Save a checkpoint of the run, never of non-finite weights."""
+        if not self._finite_weights():
+            raise PEARunError(f"iteration {self.iteration}: the weights are no longer finite; training stopped "
+                              f"before writing {self.run_dir / name} (lower TRAIN.lr?)")
+        save_checkpoint(self.run_dir / name, self.state())
+
+    def _finite_weights(self) -> bool:
+        return all(torch.isfinite(p).all() for p in self.model.state_dict().values() if p.is_floating_point())
 
     # -- the loop ----------------------------------------------------------------------
     def _loader(self) -> torch.utils.data.DataLoader:
@@ -158,15 +192,19 @@ class Trainer:
         line = " ".join(f"{k}={v:.4f}" for k, v in scores.items())
         note(f"valid {self.iteration} {line}")
         score = scores[self.cfg.TRAIN.select_metric]
-        if self._better(score):
+        if self._better(score) and self._finite_weights():
             self.best = {"score": score, "iteration": self.iteration, "scores": scores}
-            save_checkpoint(self.run_dir / "best.ckpt", self.state())
+            self._save("best.ckpt")
         return line
 
     def run(self) -> dict:
         t = self.cfg.TRAIN
         loader = self._loader()
         valid_samples = self._valid_samples()
+        if not valid_samples:
+            print(f"warning: no validation samples: no validation scores and no best.ckpt, only "
+                  f"last.ckpt every {t.save_every} iterations", file=sys.stderr)
+        remove_stale(self.run_dir)
         start = self.iteration
         with self._logs() as (writer, note):
             note(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} start at iteration {start} on {self.device}; "
@@ -189,7 +227,7 @@ class Trainer:
                 if valid_samples and (self.iteration % t.valid_every == 0 or last):
                     bar.write(f"[valid] iter {self.iteration}: {self._validate(valid_samples, writer, note)}")
                 if self.iteration % t.save_every == 0 or last:
-                    save_checkpoint(self.run_dir / "last.ckpt", self.state())
+                    self._save("last.ckpt")
             bar.close()
             note(f"# done: best {t.select_metric} {self.best['score']} at iteration {self.best['iteration']}")
         return self.best

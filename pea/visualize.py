@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image
 
 from pea.data.common import resize
+from pea.io import atomic_write
 
 
 def color_labels(labels: np.ndarray, seed: int = 7) -> np.ndarray:
@@ -43,5 +44,5 @@ def save_panel(path: str | Path, image: np.ndarray, middle: np.ndarray, seg: np.
     row = [tiles[0]]
     for tile in tiles[1:]:
         row += [gap, tile]
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(row, axis=1)).save(path)
+    with atomic_write(path) as tmp:
+        Image.fromarray(np.concatenate(row, axis=1)).save(tmp)

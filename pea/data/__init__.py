@@ -3,7 +3,8 @@
 A reader owns its data set's files, keys and layout, and nothing of the method. Each reader
 module exposes:
 - `DATA_DEFAULTS`: the DATA keys only this reader reads, with their defaults (they join the
-  config schema when DATA.dataset names the reader);
+  config schema when DATA.dataset names the reader), and `DATA_SPEC`: their types and ranges
+  (`pea.schema` checkers);
 - `load_split(data_cfg, split) -> list[Sample]` and `VALID_SPLIT` (the split validated on
   during training);
 - `METRICS`: the metric families its scores report (`pea.metrics.evaluate` selectors);

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from pea import schema as S
 from pea.affinity import widen_border
 from pea.data.common import Sample
 from pea.errors import PEAInputError
@@ -32,6 +33,8 @@ DATA_DEFAULTS = {
     "widen_border": False,  # in-plane 3x3 border widening of the training labels
     "em_augment": {},  # probabilities of the pea.augment_em transforms (empty: its defaults)
 }
+DATA_SPEC = {"train_sections": S.number(1, integer=True), "test_split": S.number(1, integer=True),
+             "widen_border": S.boolean, "em_augment": S.mapping}
 # extra (z, y, x) context read around a training crop, so that warps and shifts (almost)
 # never bring mirrored borders into it; cut off again after augmentation
 AUGMENT_MARGIN = (0, 16, 16)

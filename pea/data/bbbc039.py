@@ -9,7 +9,8 @@ from typing import Sequence
 import numpy as np
 import tifffile
 
-from pea.augment import AUGMENT_2D_DEFAULTS
+from pea import schema as S
+from pea.augment import AUGMENT_2D_DEFAULTS, AUGMENT_2D_SPEC
 from pea.data.common import Sample, read_list, rescale
 from pea.data.common import train_dataset_2d as train_dataset  # noqa: F401 (reader interface)
 from pea.errors import PEAInputError
@@ -25,6 +26,8 @@ DATA_DEFAULTS = {
     "channels": 1,  # the grey image repeated to this many input channels (the authors' network: 3)
     **AUGMENT_2D_DEFAULTS,
 }
+DATA_SPEC = {"percentiles": S.sequence(S.number(0, 100), length=2), "channels": S.number(1, integer=True),
+             **AUGMENT_2D_SPEC}
 
 
 def split_names(data_dir: str | Path, split: str) -> list[str]:
@@ -57,6 +60,8 @@ def read_image(path: Path, percentiles: Sequence[float]) -> np.ndarray:
     image = np.squeeze(image)
     if image.ndim != 2:
         raise PEAInputError(f"{path}: expected one grayscale channel, got shape {image.shape}")
+    if image.dtype.kind == "f" and not np.isfinite(image).all():
+        raise PEAInputError(f"{path}: the image holds NaN or infinite pixels")
     return percentile_normalize(image, percentiles)[..., None]
 
 

@@ -6,24 +6,31 @@ from pathlib import Path
 
 import numpy as np
 
-from pea.augment import AUGMENT_2D_DEFAULTS
+from pea import schema as S
+from pea.augment import AUGMENT_2D_DEFAULTS, AUGMENT_2D_SPEC
 from pea.data.common import Sample, read_list, read_mask, read_rgb, rescale
 from pea.data.common import train_dataset_2d as train_dataset  # noqa: F401 (reader interface)
 from pea.errors import PEAInputError
-from pea.io import read_labels
+from pea.io import atomic_write, read_labels
 
 SPLITS = ("train", "validation", "test")
 DATA_DEFAULTS = {
     "valid_list": "valid_set/local_20_1.txt",  # the held-out training plants, under data_dir
     **AUGMENT_2D_DEFAULTS,
 }
+DATA_SPEC = {"valid_list": S.text(), **AUGMENT_2D_SPEC}
 
 
 def plant_ids(folder: Path) -> list[str]:
-    """Sorted plant ids (e.g. 'plant002') with an RGB image in `folder`."""
+    """Sorted plant ids (e.g. 'plant002') of `folder`; a plant with a label or mask but no
+    RGB image is an error naming the missing file."""
     if not folder.is_dir():
         raise PEAInputError(f"{folder}: CVPPP folder not found")
-    return sorted(p.name[: -len("_rgb.png")] for p in folder.glob("*_rgb.png"))
+    ids = {p.name.rsplit("_", 1)[0] for suffix in ("rgb", "label", "fg") for p in folder.glob(f"*_{suffix}.png")}
+    missing = sorted(i for i in ids if not (folder / f"{i}_rgb.png").is_file())
+    if missing:
+        raise PEAInputError(f"{folder / (missing[0] + '_rgb.png')}: image not found (its label or mask is there)")
+    return sorted(ids)
 
 
 def split_ids(data_dir: str | Path, split: str, valid_list: str) -> list[str]:
@@ -80,20 +87,26 @@ def write_submission(out_dir: str | Path, segs: dict[str, np.ndarray], data_cfg)
     DATA.data_dir holds it) with A1/plantNNN/label replaced, else one built from scratch."""
     import shutil
 
-    import h5py
-
     path = Path(out_dir) / "submission.h5"
     example = Path(data_cfg["data_dir"]) / EXAMPLE_SUBMISSION
-    if example.is_file():
-        shutil.copyfile(example, path)
-    with h5py.File(path, "a" if example.is_file() else "w") as f:
+    with atomic_write(path) as tmp:
+        if example.is_file():
+            shutil.copyfile(example, tmp)
+        _write_labels(tmp, segs, "a" if example.is_file() else "w")
+    return path
+
+
+def _write_labels(path: Path, segs: dict[str, np.ndarray], mode: str) -> None:
+    """A1/NAME/label datasets, replacing those already there."""
+    import h5py
+
+    with h5py.File(path, mode) as f:
         for name, seg in sorted(segs.items()):
             key = f"A1/{name}/label"
             if key in f:
                 del f[key]
             dtype = np.uint8 if seg.max() < 256 else np.uint16
             f.create_dataset(key, data=seg.astype(dtype), compression="gzip")
-    return path
 
 
 SUBMISSIONS = {"test": write_submission}  # split -> writer of the challenge file
