@@ -20,10 +20,8 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts_cvppp"
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cvppp")
-    generate_cvppp(root, seed=3, n_train=6, n_test=2, n_valid=2, height=80, width=72, min_leaves=4, max_leaves=6)
-    return root
+def tiny_data(tiny_cvppp):
+    return tiny_cvppp
 
 
 def tiny_overrides(data_dir, model_dir, out_dir, iterations=6):

@@ -22,14 +22,12 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts_cvppp"
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cvppp")
-    generate_cvppp(root, seed=3, n_train=4, n_test=1, n_valid=1, height=64, width=64, min_leaves=3, max_leaves=5)
-    return root
+def data(tiny_cvppp):
+    return tiny_cvppp
 
 
 def tiny(data, tmp_path, **extra):
-    items = {"DATA.data_dir": data, "DATA.padded_size": "[64, 64]", "DATA.crop_size": "[64, 64]",
+    items = {"DATA.data_dir": data, "DATA.padded_size": "[80, 80]", "DATA.crop_size": "[64, 64]",
              "DATA.num_workers": 0, "MODEL.filters": "[4, 4, 8, 8, 16]", "TRAIN.iterations": 4,
              "TRAIN.batch_size": 2, "TRAIN.valid_every": 2, "TRAIN.save_every": 2, "TRAIN.log_every": 1,
              "TRAIN.model_dir": tmp_path / "models", "TEST.out_dir": tmp_path / "inference",
