@@ -14,7 +14,6 @@ from pea.errors import PEAInputError
 from pea.metrics import symmetric_best_dice
 from pea.inference_cli import image_inference_main as inference_main
 from pea.scripts import train_main
-from pea.synth.cvppp import generate_cvppp
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts_cvppp"
 

@@ -187,3 +187,12 @@ def test_2_a_killed_writer_leaves_the_old_or_the_new_file(tmp_path):
         assert len(f["names"]) in (1, 6)
     pea_io.remove_stale(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["affs.hdf"]
+
+
+def test_10_an_empty_validation_split_warns(data, tmp_path, capsys):
+    (tmp_path / "none.txt").write_text("")
+    args = ["-c=cvppp_demo"] + tiny(data, tmp_path, **{"DATA.valid_list": tmp_path / "none.txt"})
+    assert train_main(SCRIPTS, args) == 0
+    assert "warning: no validation samples" in capsys.readouterr().err
+    run = tmp_path / "models" / "cvppp_demo"
+    assert (run / "last.ckpt").is_file() and not (run / "best.ckpt").exists()
