@@ -30,6 +30,7 @@ def _parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("-m", "--mode", required=True, help="the split to segment")
     p.add_argument("-s", "--save", action="store_true", help="also write affs.hdf")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--threads", type=int, default=None, help="PyTorch threads (default: every core)")
     p.add_argument("--max-images", type=int, default=None, help="segment only the first N images")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.key=VALUE")
     return p
@@ -128,13 +129,15 @@ def _load(script_dir: Path, args, apply_flags: Callable) -> Loaded:
     """Config (with the flags applied), network, device, reader and samples; the output folder."""
     from pea.data import get_reader
     from pea.inference import select_device
-    from pea.scripts import _config, find_checkpoint
+    from pea.scripts import _config, _threads, find_checkpoint
+    from pea.threads import configure_threads
     from pea.train import load_checkpoint, model_from_checkpoint
 
     if args.max_images is not None and args.max_images < 1:
         raise PEAInputError(f"--max-images {args.max_images}: expected a positive number")
     cfg = _config(script_dir, args.cfg, args.overrides)
     apply_flags(cfg, args)
+    print(configure_threads(_threads(args.threads)))
     device = select_device(args.device or cfg.TRAIN.device)
     path = find_checkpoint(cfg, args.model_name, args.model_id)
     model, ckpt_cfg = model_from_checkpoint(load_checkpoint(path), device, str(path))

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from pea.config import Config, load_config, make_config, merge, yaml_load
 from pea.errors import PEAInputError, PEARunError
+from pea.threads import configure_threads
 
 PATH_KEYS = (("DATA", "data_dir"), ("TRAIN", "model_dir"), ("TEST", "trained_dir"), ("TEST", "out_dir"),
              ("MODEL", "pretrained"))
@@ -41,6 +42,12 @@ def _parse_overrides(items: Sequence[str]) -> dict:
         section, name = key.split(".", 1)
         out.setdefault(section, {})[name] = yaml_load(value)
     return out
+
+
+def _threads(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise PEAInputError(f"--threads {value}: expected a positive number")
+    return value
 
 
 def _run(fn, argv) -> int:
@@ -73,11 +80,14 @@ def _train(script_dir: Path, argv) -> int:
     p.add_argument("--resume", nargs="?", const="last", default=None,
                    help="continue from the run's last.ckpt, or from the checkpoint given")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides TRAIN.device)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="PyTorch threads of the main process (default: the cores the DataLoader workers leave)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.key=VALUE")
     args = p.parse_args(argv)
     cfg = _config(script_dir, args.cfg, args.overrides)
     if args.device:
         cfg.TRAIN.device = args.device
+    print(configure_threads(_threads(args.threads), cfg.DATA.num_workers))
     run_dir = Path(cfg.TRAIN.model_dir) / (args.run or cfg.NAME)
     from pea.train import Trainer
 

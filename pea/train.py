@@ -22,6 +22,7 @@ from pea.errors import PEAInputError, PEARunError
 from pea.io import remove_stale
 from pea.inference import segment_sample, select_device
 from pea.losses import PEALoss
+from pea.threads import worker_init
 from pea.metrics import evaluate, summarize
 from pea.models import build_model, load_state_dict_checked
 
@@ -152,7 +153,7 @@ class Trainer:
         self.train_size = len(dataset.samples)
         return torch.utils.data.DataLoader(
             dataset, batch_size=t.batch_size, sampler=range(self.iteration * t.batch_size, t.iterations * t.batch_size),
-            num_workers=cfg.DATA.num_workers, pin_memory=self.device.type == "cuda",
+            num_workers=cfg.DATA.num_workers, pin_memory=self.device.type == "cuda", worker_init_fn=worker_init,
             persistent_workers=False, drop_last=True)
 
     def _valid_samples(self) -> list:
