@@ -48,10 +48,10 @@ demo-ac3ac4: install
 	@cat inference/$(AC_RUN)/summary.txt
 
 test: install
-	$(PYTHON) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest -q -m "not slow"
 
 test-all: install
-	$(PYTHON) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest -q
 
 bench: install
 	$(PYTHON) benchmarks/bench_targets.py

@@ -97,6 +97,8 @@ DEFAULTS: dict[str, Any] = {
         "overlap": None,  # sliding-window overlap per axis
         "window_blend": "ramp",  # ramp (partners inside the window only) | gaussian (the authors')
         "context": None,  # gaussian: reflect-padding of the volume per axis before the windows
+        "window_batch": 1,  # sliding windows per forward pass
+        "amp": "off",  # network in bf16 | fp16 (autocast) at inference; affinity arithmetic in float32
         "waterz_threshold": 0.5,
         "trained_dir": "../trained_models",
         "out_dir": "../inference",
@@ -175,6 +177,8 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("TEST", "window_blend"): S.choice("ramp", "gaussian"),
     ("TEST", "context"): S.sequence(S.number(0, integer=True), none=True, empty=False),
     ("TEST", "waterz_threshold"): S.number(0, 1),
+    ("TEST", "window_batch"): _POSITIVE_INT,
+    ("TEST", "amp"): S.choice("off", "bf16", "fp16"),
     ("TEST", "trained_dir"): S.text(),
     ("TEST", "out_dir"): S.text(),
 }

@@ -43,13 +43,28 @@ def to_input(image: np.ndarray, mode: str, device: torch.device) -> torch.Tensor
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None].to(device)
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def run_model(model: torch.nn.Module, x: torch.Tensor, amp: str = "off") -> dict:
+    """The network's output for `x`, computed under autocast in bf16 or fp16 when `amp` asks;
+    embeddings and foreground come back in float32 (the affinity arithmetic stays float32)."""
+    if amp == "off":
+        out = model(x)
+    else:
+        with torch.autocast(x.device.type, dtype=AMP_DTYPES[amp]):
+            out = model(x)
+    fg = out.get("foreground")
+    return {"embeddings": [e.float() for e in out["embeddings"]], "foreground": None if fg is None else fg.float()}
+
+
 @torch.no_grad()
 def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], data_cfg: Mapping,
-                  device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
+                  device: torch.device, amp: str = "off") -> tuple[np.ndarray, np.ndarray | None]:
     """Affinities (C, *spatial) and foreground probability (*spatial) or None for one whole
     image (*spatial, C) in [0, 1], padded to DATA.padded_size (DATA.pad_mode) and cropped back."""
     padded, crop = pad_to(image, padded_shape(image.shape[:-1], data_cfg["padded_size"]), data_cfg["pad_mode"])
-    out = model(to_input(padded, data_cfg["normalize"], device))
+    out = run_model(model, to_input(padded, data_cfg["normalize"], device), amp)
     affs = torch.relu(embedding_affinity(out["embeddings"][0], offsets))[0]
     affs = affs[(slice(None),) + crop].float().cpu().numpy()
     fg = out.get("foreground")
@@ -75,37 +90,44 @@ def _starts(n: int, window: int, overlap: int) -> list[int]:
 
 
 def _windows(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int],
-             starts: Sequence[Sequence[int]], data_cfg: Mapping, device: torch.device, progress: bool):
-    """(slices, ReLU affinities (C, *window)) of every window whose starts the grid names."""
+             starts: Sequence[Sequence[int]], data_cfg: Mapping, device: torch.device, progress: bool,
+             batch: int = 1, amp: str = "off"):
+    """(slices, affinities (C, *window) on the device) of every window whose starts the grid
+    names, `batch` windows per forward pass."""
     grid = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(window))
-    for start in tqdm(grid, desc="sliding windows", disable=not progress, leave=False):
-        sl = tuple(slice(s, s + w) for s, w in zip(start, window))
-        emb = model(to_input(volume[sl], data_cfg["normalize"], device))["embeddings"][0]
-        yield sl, embedding_affinity(emb, offsets)[0]
+    bar = tqdm(total=len(grid), desc="sliding windows", disable=not progress, leave=False)
+    for first in range(0, len(grid), batch):
+        slices = [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in grid[first:first + batch]]
+        x = torch.cat([to_input(volume[sl], data_cfg["normalize"], device) for sl in slices])
+        affs = embedding_affinity(run_model(model, x, amp)["embeddings"][0], offsets)
+        yield from zip(slices, affs)
+        bar.update(len(slices))
+    bar.close()
 
 
 @torch.no_grad()
 def predict_volume(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int],
                    overlap: Sequence[int], data_cfg: Mapping, device: torch.device,
-                   progress: bool = True) -> np.ndarray:
-    """Affinities (C, *spatial) of a volume (*spatial, C_in) by overlapping sliding windows.
+                   progress: bool = True, batch: int = 1, amp: str = "off") -> np.ndarray:
+    """Affinities (C, *spatial) of a volume (*spatial, C_in) by overlapping sliding windows,
+    `batch` windows per forward pass, blended on the device.
 
     Each window's affinities count only where the partner voxel lies inside the window, and
     are blended with separable ramp weights. Because both the weights and the validity are
     products over the axes, the normaliser is an outer product of 1D sums: memory is the
-    input, the output and one window.
+    input, the output and one batch of windows.
     """
     spatial = volume.shape[:-1]
     window = [min(int(w), int(n)) for w, n in zip(window, spatial)]
     starts = [_starts(n, w, o) for n, w, o in zip(spatial, window, overlap)]
     profiles = [_profile(w, o) for w, o in zip(window, overlap)]
-    out = np.zeros((len(offsets),) + tuple(spatial), dtype=np.float32)
     weight = np.ones(window, dtype=np.float32)
     for d, p in enumerate(profiles):
         weight *= p.reshape([-1 if k == d else 1 for k in range(len(spatial))]).astype(np.float32)
-    valid = _validity(offsets, window)
-    for sl, affs in _windows(model, volume, offsets, window, starts, data_cfg, device, progress):
-        out[(slice(None),) + sl] += torch.relu(affs).float().cpu().numpy() * valid * weight
+    weight = torch.from_numpy(_validity(offsets, window) * weight).to(device)
+    out = torch.zeros((len(offsets),) + tuple(spatial), device=device)
+    for sl, affs in _windows(model, volume, offsets, window, starts, data_cfg, device, progress, batch, amp):
+        out[(slice(None),) + sl] += torch.relu(affs) * weight
     for c, off in enumerate(offsets):
         norm = np.ones((), dtype=np.float64)
         for d, (n, w, o, st) in enumerate(zip(spatial, window, off, starts)):
@@ -114,8 +136,8 @@ def predict_volume(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence
             for s in st:
                 axis_sum[s : s + w] += ok
             norm = np.multiply.outer(norm, axis_sum)
-        out[c] /= np.where(norm > 0, norm, 1.0).astype(np.float32)
-    return out
+        out[c] /= torch.from_numpy(np.where(norm > 0, norm, 1.0).astype(np.float32)).to(device)
+    return out.cpu().numpy()
 
 
 def gaussian_weight(window: Sequence[int], sigma: float = 0.2) -> np.ndarray:
@@ -139,7 +161,8 @@ def fill_first_plane(affs: torch.Tensor, offsets: Sequence[Offset]) -> torch.Ten
 @torch.no_grad()
 def predict_volume_gaussian(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset],
                             window: Sequence[int], overlap: Sequence[int], context: Sequence[int] | None,
-                            data_cfg: Mapping, device: torch.device, progress: bool = True) -> np.ndarray:
+                            data_cfg: Mapping, device: torch.device, progress: bool = True, batch: int = 1,
+                            amp: str = "off") -> np.ndarray:
     """The authors' sliding windows: the volume reflect-padded by `context`, windows at
     stride window - overlap (the last one flush with the end), the unit-step channels' first
     plane filled, ReLU, and a Gaussian-weighted mean of all windows; cropped back."""
@@ -148,14 +171,14 @@ def predict_volume_gaussian(model: torch.nn.Module, volume: np.ndarray, offsets:
     spatial = padded.shape[:-1]
     window = [min(int(w), int(n)) for w, n in zip(window, spatial)]
     starts = [_starts(n, w, o) for n, w, o in zip(spatial, window, overlap)]
-    weight = gaussian_weight(window)
-    out = np.zeros((len(offsets),) + tuple(spatial), dtype=np.float32)
-    total = np.zeros(spatial, dtype=np.float32)
-    for sl, affs in _windows(model, padded, offsets, window, starts, data_cfg, device, progress):
-        out[(slice(None),) + sl] += torch.relu(fill_first_plane(affs, offsets)).float().cpu().numpy() * weight
+    weight = torch.from_numpy(gaussian_weight(window)).to(device)
+    out = torch.zeros((len(offsets),) + tuple(spatial), device=device)
+    total = torch.zeros(spatial, device=device)
+    for sl, affs in _windows(model, padded, offsets, window, starts, data_cfg, device, progress, batch, amp):
+        out[(slice(None),) + sl] += torch.relu(fill_first_plane(affs, offsets)) * weight
         total[sl] += weight
     out /= total
-    return out[(slice(None),) + tuple(slice(c, n - c) for c, n in zip(context, spatial))]
+    return out[(slice(None),) + tuple(slice(c, n - c) for c, n in zip(context, spatial))].cpu().numpy()
 
 
 def _axis_valid(o: int, w: int) -> np.ndarray:
@@ -177,14 +200,15 @@ def predict(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset]
     """Affinities and foreground probability (or None) of one image (*spatial, C): by sliding
     windows when TEST.window is set, else of the whole image at once."""
     test = cfg["TEST"]
+    speed = {"batch": test["window_batch"], "amp": test["amp"]}
     if test["window"] and test["window_blend"] == "gaussian":
         affs = predict_volume_gaussian(model, image, offsets, test["window"], test["overlap"], test["context"],
-                                       cfg["DATA"], device)
+                                       cfg["DATA"], device, **speed)
         return affs, None
     if test["window"]:
-        affs = predict_volume(model, image, offsets, test["window"], test["overlap"], cfg["DATA"], device)
+        affs = predict_volume(model, image, offsets, test["window"], test["overlap"], cfg["DATA"], device, **speed)
         return affs, None
-    return predict_image(model, image, offsets, cfg["DATA"], device)
+    return predict_image(model, image, offsets, cfg["DATA"], device, test["amp"])
 
 
 def foreground_mask(sample: Sample, fg_prob: np.ndarray | None, test_cfg: Mapping) -> np.ndarray | None:

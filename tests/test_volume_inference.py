@@ -146,3 +146,18 @@ def test_gaussian_weight_peaks_in_the_centre():
     w = gaussian_weight((5, 7, 9))
     assert w.shape == (5, 7, 9) and w.argmax() == np.ravel_multi_index((2, 3, 4), w.shape)
     assert w[2, 3, 4] == pytest.approx(1 + 1e-6) and w[0, 0, 0] == pytest.approx(1e-6 + np.exp(-3 / 0.08))
+
+
+@pytest.mark.parametrize("blend", ["ramp", "gaussian"])
+def test_window_batches_and_bf16_agree_with_one_window_in_fp32(blend):
+    rng = np.random.default_rng(5)
+    volume = rng.random((10, 40, 36, 1), dtype=np.float32)
+    model = PerVoxel().eval()
+    base = {"window": [6, 20, 20], "overlap": [2, 8, 8], "window_blend": blend, "context": [2, 4, 4]}
+    cfg = lambda **test: make_config({"DATA": DATA, "TEST": {**base, **test}})  # noqa: E731
+    sample = Sample("v", volume, None, None, volume.shape[:-1], None)
+    one = segment_sample(model, sample, cfg(), EM_OFFSETS, DEVICE, methods=["mutex"])["affs"]
+    batched = segment_sample(model, sample, cfg(window_batch=5), EM_OFFSETS, DEVICE, methods=["mutex"])["affs"]
+    np.testing.assert_allclose(batched, one, rtol=0, atol=1e-6)
+    bf16 = segment_sample(model, sample, cfg(amp="bf16"), EM_OFFSETS, DEVICE, methods=["mutex"])["affs"]
+    assert bf16.dtype == np.float32 and np.abs(bf16 - one).max() < 0.05  # bf16 network, float32 arithmetic
