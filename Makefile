@@ -56,3 +56,4 @@ test-all: install
 bench: install
 	$(PYTHON) benchmarks/bench_targets.py
 	$(PYTHON) benchmarks/bench_metrics.py --quick
+	$(PYTHON) benchmarks/bench_inference.py --quick
