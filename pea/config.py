@@ -24,7 +24,7 @@ from pea.errors import PEAInputError
 from pea.models.registry import DEFAULTS as MODEL_DEFAULTS
 
 # Keys whose value is a free-form mapping (its inner keys are not checked here).
-_FREE_FORM = {("DATA", "em_augment")}
+_FREE_FORM = {("DATA", "em_augment"), ("DATA", "em_augment_params")}
 PARTITIONERS = ("waterz", "lmc", "mutex")  # the order of the printed scores
 
 DEFAULTS: dict[str, Any] = {
@@ -45,6 +45,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "MODEL": dict(MODEL_DEFAULTS),
     "LOSS": {
+        # The defaults are the project's own choices; the paper configs state the authors'
+        # (README "Configs"; docs/method.md sections 2 and 4).
         "scm": True,
         "ccm": True,
         "epm": True,
@@ -53,13 +55,29 @@ DEFAULTS: dict[str, Any] = {
         "epm_weight": 1.0,
         "epm_groups": [4, 3, 2, 1],  # shift groups used at 1/2, 1/4, 1/8, 1/16
         "background": "same",  # target rule: same (two background pixels are one object) | none
+        "normalize": "mean",  # a level's loss / (batch x pixels): mean | / (batch x width): width (authors' 2D)
+        "outside_pairs": "ignore",  # class-weight fraction: pairs leaving the image ignored | counted as one | zero
         "weight_clip": [0.05, 0.99],
         "mask_weight": 0.0,  # foreground head loss weight (0: not trained)
+        "fg_weighting": "fixed",  # head class weights: fixed [1, fg_class_weight] | batch (pixel counts)
         "fg_class_weight": 10.0,
-        "ccm_mask_prob": 0.5,  # second view: chance to blank blocks ...
-        "ccm_blank": "foreground",  # ... of the foreground, or anywhere
-        "ccm_flip": True,
-        "ccm_intensity": 0.2,
+        # CCM (pea/ccm.py): the second view, and how it meets the network
+        "ccm_view": "project",  # project (second_view) | official (official_view, the keys below)
+        "ccm_pass": "joint",  # both views in one forward pass | separate passes (BatchNorm per view)
+        "ccm_detach": False,  # the second view's embedding is a constant (stop-gradient target)
+        "ccm_intensity": 0.2,  # contrast and brightness change of up to +- this
+        "ccm_mask_prob": 0.5,  # project view: chance to blank blocks ...
+        "ccm_blank": "foreground",  # ... of the foreground, or anywhere (official view: where boxes go)
+        "ccm_flip": True,  # random flip of each spatial axis
+        "ccm_transpose": False,  # official view: random swap of the last two axes (square crops)
+        "ccm_intensity_prob": 1.0,  # official view: chance of the intensity change ...
+        "ccm_intensity_draw": "image",  # ... one draw per image, or per section (first spatial axis)
+        "ccm_gamma": 0.0,  # ... then x ** 2^u, |u| <= ccm_gamma
+        "ccm_boxes": [0, 20],  # official view: number of boxes (inclusive range) ...
+        "ccm_box_min": [0, 0],  # ... their smallest and largest size per spatial axis
+        "ccm_box_max": [20, 20],  # (the last two axes share one draw: square in-plane)
+        "ccm_fill": "mean",  # boxes filled with the foreground mean per channel | zero
+        "ccm_min_foreground": 0,  # with fewer foreground pixels, boxes go anywhere
     },
     "TRAIN": {
         "iterations": 200000,
@@ -71,7 +89,8 @@ DEFAULTS: dict[str, Any] = {
         "amsgrad": True,
         "seed": 555,
         "valid_every": 1000,
-        "save_every": 1000,
+        "save_every": 1000,  # writes model-%06d.ckpt (the authors' names) and last.ckpt
+        "keep_checkpoints": None,  # None: every model-%06d.ckpt is kept; N: the newest N
         "log_every": 10,
         "max_valid_images": None,  # None: all
         "valid_partitioner": "mutex",  # the partitioner whose segmentation is scored in validation
@@ -99,6 +118,13 @@ DEFAULTS: dict[str, Any] = {
 CHOICES: dict[tuple[str, str], tuple] = {
     ("LOSS", "background"): ("same", "none"),
     ("LOSS", "ccm_blank"): ("foreground", "anywhere"),
+    ("LOSS", "normalize"): ("mean", "width"),
+    ("LOSS", "outside_pairs"): ("ignore", "one", "zero"),
+    ("LOSS", "fg_weighting"): ("fixed", "batch"),
+    ("LOSS", "ccm_view"): ("project", "official"),
+    ("LOSS", "ccm_pass"): ("joint", "separate"),
+    ("LOSS", "ccm_intensity_draw"): ("image", "section"),
+    ("LOSS", "ccm_fill"): ("mean", "zero"),
     ("DATA", "pad_mode"): ("reflect", "zero"),
     ("TEST", "mask"): ("gt", "pred", "none"),
     ("TEST", "window_blend"): ("ramp", "gaussian"),

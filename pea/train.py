@@ -66,7 +66,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
                                           weight_decay=t.weight_decay, amsgrad=t.amsgrad)
         self.loss = PEALoss(cfg.LOSS, self.offsets, group)
-        self.cross_view = CrossView(cfg.LOSS, t.seed) if cfg.LOSS.ccm else None
+        self.cross_view = CrossView(cfg.LOSS, t.seed, cfg.DATA.normalize) if cfg.LOSS.ccm else None
         self.iteration = 0
         self.best = {"score": None, "iteration": 0, "scores": {}}
 
@@ -157,6 +157,19 @@ class Trainer:
             save_checkpoint(self.run_dir / "best.ckpt", self.state())
         return line
 
+    def _save(self) -> None:
+        """model-%06d.ckpt (the authors' names, each kept unless TRAIN.keep_checkpoints says how
+        many of the newest to keep) and last.ckpt, which --resume reads."""
+        state = self.state()
+        save_checkpoint(self.run_dir / f"model-{self.iteration:06d}.ckpt", state)
+        save_checkpoint(self.run_dir / "last.ckpt", state)
+        keep = self.cfg.TRAIN.keep_checkpoints
+        if keep is not None:
+            saved = sorted((p for p in self.run_dir.glob("model-*.ckpt") if p.stem[6:].isdigit()),
+                           key=lambda p: int(p.stem[6:]))
+            for old in saved[:max(0, len(saved) - int(keep))]:
+                old.unlink()
+
     def run(self) -> dict:
         t = self.cfg.TRAIN
         loader = self._loader()
@@ -183,7 +196,7 @@ class Trainer:
                 if valid_samples and (self.iteration % t.valid_every == 0 or last):
                     bar.write(f"[valid] iter {self.iteration}: {self._validate(valid_samples, writer, note)}")
                 if self.iteration % t.save_every == 0 or last:
-                    save_checkpoint(self.run_dir / "last.ckpt", self.state())
+                    self._save()
             bar.close()
             note(f"# done: best {t.select_metric} {self.best['score']} at iteration {self.best['iteration']}")
         return self.best
