@@ -316,3 +316,18 @@ def test_chain_crop_of_a_grey_2d_image_keeps_it_aligned():
         assert np.isclose(inner, np.interp(painted, values, mapped), atol=1e-3).mean() > 0.98
         changed += not np.allclose(mapped, values, atol=1e-4)
     assert 0 < changed < 12
+
+
+def test_grey_value_change_of_the_paper_configs_is_within_15_percent_and_gamma_2():
+    """intensity(contrast=0.3, brightness=0.3, gamma=1): x (1 + c) + d, |c|, |d| <= 0.15,
+    clipped, then x ** 2^g, |g| <= 1."""
+    x = np.linspace(0.25, 0.75, 64, dtype=np.float32).reshape(1, 8, 8) * np.ones((3, 1, 1), np.float32)
+    gammas = []
+    for seed in range(60):
+        out, _ = A.intensity(x, np.zeros(x.shape, np.int32), np.random.default_rng(seed), contrast=0.3,
+                             brightness=0.3, gamma=1.0, mode="volume")
+        low = np.clip(0.85 * x - 0.15, 0, 1) ** 2
+        high = np.clip(1.15 * x + 0.15, 0, 1) ** 0.5
+        assert (out >= low - 1e-6).all() and (out <= high + 1e-6).all()
+        gammas.append(np.log(out[0, 4, 4]) / np.log(x[0, 4, 4]))
+    assert min(gammas) < 0.7 and max(gammas) > 1.5  # the gamma range is used
