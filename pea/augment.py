@@ -2,7 +2,9 @@
 
 The geometric part (random resized crop, flips, occasional random affine) is composed into one
 affine map and applied once with OpenCV: linear interpolation for the image, nearest for the
-labels, reflected borders for both, so image and labels stay aligned.
+labels, reflected borders for both, so image and labels stay aligned. With DATA.train_pad the
+image (mirrored) and labels (zeros) are first padded to DATA.padded_size, as the authors' CVPPP
+training does.
 """
 from __future__ import annotations
 
@@ -10,10 +12,15 @@ from typing import Mapping, Sequence
 
 import cv2
 import numpy as np
+import torch
+
+from pea.data.common import pad_to, padded_shape
 
 # The DATA keys `Augment2D` reads; the 2D readers add them to their schema.
 AUGMENT_2D_DEFAULTS: dict = {
-    "crop_scale": [0.7, 1.0],  # random resized crop: region area / crop area
+    "train_pad": False,  # pad image (reflection) and labels (zeros) to DATA.padded_size before cropping
+    "crop_scale": [0.7, 1.0],  # random resized crop: region area / crop area ...
+    "crop_ratio": [1.0, 1.0],  # ... and its aspect (width / height), log-uniform in this range
     "flip": True,
     "affine_prob": 0.3,  # occasional random affine
     "rotation": 10.0,  # degrees
@@ -30,7 +37,8 @@ def _augment_spec() -> dict:
     from pea import schema as S
 
     unit, pair = S.number(0, 1), S.sequence(S.number(0, 1, above=True), length=2)
-    return {"crop_scale": pair, "flip": S.boolean, "affine_prob": unit, "rotation": S.number(0, 180),
+    return {"train_pad": S.boolean, "crop_scale": pair, "crop_ratio": S.sequence(S.number(0, above=True), length=2),
+            "flip": S.boolean, "affine_prob": unit, "rotation": S.number(0, 180),
             "translation": unit, "shear": S.number(0, 1), "zoom": S.sequence(S.number(0, above=True), length=2),
             "intensity_prob": unit, "brightness": unit, "contrast": unit, "gamma": unit}
 
@@ -41,14 +49,27 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
+def _mean_std(mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (per-channel) mean and std that `normalize` maps to 0 and 1."""
+    if mode == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if mode == "none":
+        return np.float32(0.0), np.float32(1.0)
+    return np.float32(0.5), np.float32(0.25)
+
+
 def normalize(image: np.ndarray, mode: str) -> np.ndarray:
     """Network input from an image in [0, 1] (..., H, W, C): ImageNet mean/std for RGB
     ('imagenet'), the image as it is ('none'), else zero-centred ((x - 0.5) / 0.25)."""
-    if mode == "imagenet":
-        return ((image - IMAGENET_MEAN) / IMAGENET_STD).astype(np.float32)
-    if mode == "none":
-        return np.asarray(image, dtype=np.float32)
-    return ((image - 0.5) / 0.25).astype(np.float32)
+    mean, std = _mean_std(mode)
+    return ((image - mean) / std).astype(np.float32)
+
+
+def normalize_tensor(x: torch.Tensor, mode: str, inverse: bool = False) -> torch.Tensor:
+    """`normalize` of a (B, C, *spatial) tensor, or with `inverse` the [0, 1] image of a network input."""
+    mean, std = (torch.as_tensor(np.atleast_1d(v), device=x.device, dtype=x.dtype).view(1, -1, *([1] * (x.ndim - 2)))
+                 for v in _mean_std(mode))
+    return x * std + mean if inverse else (x - mean) / std
 
 
 def _affine(rng: np.random.Generator, cfg: Mapping, center: np.ndarray, size: np.ndarray) -> np.ndarray:
@@ -76,11 +97,24 @@ class Augment2D:
         self.cfg = data_cfg
         self.crop = np.array(data_cfg["crop_size"][::-1], dtype=np.float64)  # (w, h)
 
+    def region(self, rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
+        """The (w, h) of the random resized crop's region: area crop_scale times the crop's,
+        aspect in crop_ratio; drawn again (up to 10 times, as torchvision's RandomResizedCrop)
+        until it fits the image, else capped by it."""
+        ratio = np.log(np.asarray(self.cfg["crop_ratio"], dtype=np.float64))
+        for _ in range(10):
+            region = self.crop * np.sqrt(rng.uniform(*self.cfg["crop_scale"]))
+            if ratio[1] > ratio[0]:
+                region *= np.exp(rng.uniform(*ratio) * np.array([0.5, -0.5]))
+            if (region <= img).all():
+                return region
+        return np.minimum(img, region)
+
     def geometry(self, rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
         """The 2x3 map from output (x, y) to input (x, y) coordinates."""
         cfg = self.cfg
         img = np.array(shape[1::-1], dtype=np.float64)  # (w, h)
-        region = np.minimum(img, self.crop * np.sqrt(rng.uniform(*cfg["crop_scale"])))
+        region = self.region(rng, img)
         origin = rng.uniform(0, 1, size=2) * (img - region)
         m = np.diag([*(region / self.crop), 1.0])
         m[:2, 2] = origin + 0.5 * (region / self.crop) - 0.5
@@ -105,6 +139,9 @@ class Augment2D:
         return np.clip(np.power(np.clip(image, 0, 1), gamma) * contrast + bright, 0, 1).astype(np.float32)
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if self.cfg["train_pad"]:
+            size = padded_shape(image.shape[:2], self.cfg["padded_size"])
+            image, labels = pad_to(image, size, "reflect")[0], pad_to(labels, size, "zero")[0]
         m = self.geometry(rng, image.shape[:2])
         size = (int(self.crop[0]), int(self.crop[1]))
         flags = cv2.WARP_INVERSE_MAP

@@ -39,11 +39,21 @@ def _square(image: np.ndarray) -> bool:
     return image.shape[1] == image.shape[2]
 
 
-def flip(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Pair:
-    """Flip along a random non-empty subset of the axes z, y, x."""
-    mask = int(rng.integers(1, 8))
-    axes = tuple(a for a in range(3) if (mask >> a) & 1)
-    return np.flip(image, axes), np.flip(labels, axes)
+def flip(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, each: bool = False,
+         swap: bool = False) -> Pair:
+    """Flip along a random non-empty subset of the axes z, y, x; with `each`, flip each axis
+    with chance 1/2 (possibly none) and with `swap` also swap y and x with chance 1/2 (square
+    sections), the authors' flip (4 bits)."""
+    if not each:
+        mask = int(rng.integers(1, 8))
+        axes = tuple(a for a in range(3) if (mask >> a) & 1)
+        return np.flip(image, axes), np.flip(labels, axes)
+    bits = rng.random(4) < 0.5
+    axes = tuple(int(a) for a in np.flatnonzero(bits[:3]))
+    image, labels = np.flip(image, axes), np.flip(labels, axes)
+    if swap and bits[3] and _square(image):
+        return image.transpose(0, 2, 1), labels.transpose(0, 2, 1)
+    return image, labels
 
 
 def transpose(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Pair:
@@ -93,6 +103,38 @@ def _remap(image: np.ndarray, labels: np.ndarray, ys: np.ndarray, xs: np.ndarray
     flat = (_reflect(np.rint(ys).astype(np.int32), h) * w + _reflect(np.rint(xs).astype(np.int32), w))
     flat = np.broadcast_to(flat.reshape(len(flat), -1), (z, h * w))
     return out, np.take_along_axis(labels.reshape(z, h * w), flat, axis=1).reshape(labels.shape)
+
+
+def _grid(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    h, w = shape[-2:]
+    ys, xs = np.mgrid[:h, :w].astype(np.float32)
+    return ys, xs
+
+
+def rotate(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_angle: float = 180.0) -> Pair:
+    """Rotate in-plane about the section centre by an angle uniform in +- `max_angle` degrees
+    (180: any angle); image bilinear, labels nearest, borders mirrored."""
+    ys, xs = _grid(image.shape)
+    angle = np.deg2rad(rng.uniform(-max_angle, max_angle))
+    cy, cx = (image.shape[1] - 1) / 2, (image.shape[2] - 1) / 2
+    cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    src_y = cy + cos * (ys - cy) - sin * (xs - cx)
+    src_x = cx + sin * (ys - cy) + cos * (xs - cx)
+    return _remap(image, labels, src_y[None], src_x[None])
+
+
+def rescale(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, low: float = 0.8,
+            high: float = 1.2, fix_aspect: bool = False) -> Pair:
+    """Resample in-plane with a factor f in [low, high] per axis (one for both with
+    `fix_aspect`): a window of f times the size, at a random place when f < 1 (a zoom in),
+    centred when f > 1 (a zoom out, mirrored borders), resized to the section's size."""
+    h, w = image.shape[1:]
+    f = rng.uniform(low, high, 1 if fix_aspect else 2) * np.ones(2)
+    size = np.array([h, w]) * f
+    start = np.where(f <= 1, rng.random(2) * (np.array([h, w]) - size), (np.array([h, w]) - size) / 2)
+    ys, xs = _grid(image.shape)
+    src = [np.float32(s) + (g + 0.5) * np.float32(k) - 0.5 for s, g, k in zip(start, (ys, xs), f)]
+    return _remap(image, labels, src[0][None], src[1][None])
 
 
 def elastic(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, alpha: float = 2.0,
@@ -177,14 +219,14 @@ def motion_blur(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
 
 
 TRANSFORMS: dict[str, Callable[..., Pair]] = {
-    "flip": flip, "transpose": transpose, "rotate90": rotate90, "elastic": elastic, "misalign": misalign,
-    "intensity": intensity, "missing_section": missing_section, "missing_parts": missing_parts,
-    "motion_blur": motion_blur,
+    "flip": flip, "transpose": transpose, "rotate90": rotate90, "rotate": rotate, "rescale": rescale,
+    "elastic": elastic, "misalign": misalign, "intensity": intensity, "missing_section": missing_section,
+    "missing_parts": missing_parts, "motion_blur": motion_blur,
 }
 
 DEFAULT_EM_AUGMENT: dict[str, float] = {
-    "flip": 0.5, "transpose": 0.5, "rotate90": 0.5, "intensity": 0.5, "elastic": 0.3,
-    "missing_section": 0.1, "missing_parts": 0.1, "misalign": 0.1, "motion_blur": 0.1,
+    "flip": 0.5, "transpose": 0.5, "rotate90": 0.5, "rotate": 0.0, "rescale": 0.0, "intensity": 0.5,
+    "elastic": 0.3, "missing_section": 0.1, "missing_parts": 0.1, "misalign": 0.1, "motion_blur": 0.1,
 }
 
 
@@ -194,9 +236,10 @@ class EMAugmenter:
     `probs` overrides `DEFAULT_EM_AUGMENT` name by name (0 switches a transform off);
     `params` maps a transform name to keyword arguments of its function, e.g.
     `EMAugmenter({"elastic": 0.5}, elastic={"alpha": 4.0})`. Unknown names raise PEAInputError.
+    `gate` is the chance that the chain runs at all (the authors': 0.8 in 2D, 0.5 in 3D).
     """
 
-    def __init__(self, probs: Mapping[str, float] | None = None, **params: Mapping) -> None:
+    def __init__(self, probs: Mapping[str, float] | None = None, gate: float = 1.0, **params: Mapping) -> None:
         known = ", ".join(TRANSFORMS)
         merged = dict(DEFAULT_EM_AUGMENT)
         for name, p in (probs or {}).items():
@@ -213,6 +256,9 @@ class EMAugmenter:
                 bad = sorted(set(kwargs) - set(accepted)) if isinstance(kwargs, Mapping) else kwargs
                 raise PEAInputError(f"EM augmentation '{name}': unknown parameters {bad} "
                                     f"(accepted: {', '.join(accepted) or 'none'})")
+        if not 0.0 <= float(gate) <= 1.0:
+            raise PEAInputError(f"EM augmentation gate {gate!r} is not in [0, 1]")
+        self.gate = float(gate)
         self.probs = merged
         self.params = {name: dict(params.get(name, {})) for name in TRANSFORMS}
 
@@ -223,7 +269,72 @@ class EMAugmenter:
         if not np.issubdtype(labels.dtype, np.integer):
             raise PEAInputError(f"EM augmentation: labels dtype {labels.dtype} is not an integer type")
         image = image.astype(np.float32, copy=False)
+        if self.gate < 1.0 and rng.random() >= self.gate:
+            return np.ascontiguousarray(image), np.ascontiguousarray(labels)
         for name, transform in TRANSFORMS.items():
             if self.probs[name] > 0 and rng.random() < self.probs[name]:
                 image, labels = transform(image, labels, rng, **self.params[name])
         return np.ascontiguousarray(image), np.ascontiguousarray(labels)
+
+
+# The DATA keys `ChainCrop` reads; the readers that offer it add them (with their own margin).
+CHAIN_DEFAULTS: dict = {
+    "em_augment": {},  # probabilities of the transforms above, by name (empty: DEFAULT_EM_AUGMENT)
+    "em_augment_params": {},  # keyword arguments per transform, e.g. {elastic: {alpha: 0.65}}
+    "em_augment_gate": 1.0,  # chance that the transforms run at all
+    "augment_pad": False,  # mirror the image beyond its borders by the margin, so crops reach them
+}
+
+
+def _chain_spec() -> dict:
+    from pea import schema as S
+
+    return {"em_augment": S.mapping, "em_augment_params": S.mapping, "em_augment_gate": S.number(0, 1),
+            "augment_pad": S.boolean}
+
+
+CHAIN_SPEC = _chain_spec()  # their types and ranges
+
+
+class ChainCrop:
+    """A training crop of DATA.crop_size, read with DATA.augment_margin around it (mirrored
+    beyond the image with DATA.augment_pad), augmented by an `EMAugmenter` (DATA.em_augment,
+    em_augment_params, em_augment_gate), centre-cropped, its labels passed to `finish`.
+
+    Called with a grey image (*spatial, C), channels alike, and its labels (*spatial), 2D or 3D,
+    as `pea.data.common.TrainDataset` does: channel 0 is transformed (a 2D image as one
+    section) and repeated to C channels."""
+
+    def __init__(self, data_cfg: Mapping, finish: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.crop = np.array([int(c) for c in data_cfg["crop_size"]])
+        self.margin = np.array([int(m) for m in data_cfg["augment_margin"]])
+        if len(self.crop) != len(self.margin) or min(self.crop) < 1 or min(self.margin) < 0:
+            raise PEAInputError(f"DATA.crop_size {data_cfg['crop_size']} and DATA.augment_margin "
+                                f"{data_cfg['augment_margin']}: need one positive size and margin per axis")
+        self.pad = bool(data_cfg["augment_pad"])
+        self.finish = finish
+        self.augment = EMAugmenter(dict(data_cfg["em_augment"] or {}), float(data_cfg["em_augment_gate"]),
+                                   **dict(data_cfg["em_augment_params"] or {}))
+
+    def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> Pair:
+        if labels.ndim != len(self.crop):
+            raise PEAInputError(f"DATA.crop_size {self.crop.tolist()} does not fit labels of shape {labels.shape}")
+        volume = image[..., 0]
+        if self.pad:
+            pads = [(int(m), int(m)) for m in self.margin]
+            volume, labels = np.pad(volume, pads, mode="reflect"), np.pad(labels, pads, mode="reflect")
+        shape = np.array(labels.shape)
+        if (self.crop > shape).any():
+            raise PEAInputError(f"DATA.crop_size {self.crop.tolist()} is larger than the training image "
+                                f"{tuple(shape)}")
+        margin = np.minimum(self.margin, (shape - self.crop) // 2)
+        size = self.crop + 2 * margin
+        start = (rng.random(len(shape)) * (shape - size + 1)).astype(int)
+        region = tuple(slice(s, s + n) for s, n in zip(start, size))
+        sections = (1,) * (3 - labels.ndim) + tuple(size)
+        img, lab = self.augment(volume[region].reshape(sections), labels[region].reshape(sections), rng)
+        inner = tuple(slice(m, m + c) for m, c in zip(margin, self.crop))
+        img, lab = img.reshape(size)[inner], lab.reshape(size)[inner]
+        if self.finish is not None:
+            lab = self.finish(lab)
+        return np.repeat(img[..., None], image.shape[-1], -1), np.ascontiguousarray(lab)

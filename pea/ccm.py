@@ -2,28 +2,65 @@
 the network run on it, and its embeddings brought back into the first view's frame.
 
 `CrossView` is the one owner of this: the trainer calls it and gets the outputs of both
-views; `PEALoss` then correlates the first view's embedding with the second's.
+views; `PEALoss` then correlates the first view's embedding with the second's. Two views are
+offered (LOSS.ccm_view):
+- ``official`` (`official_view`, the authors'): on the [0, 1] image, an intensity change, boxes
+  filled with the foreground mean or with 0, then flips of every axis and a swap of the last
+  two; sizes, counts and probabilities from the LOSS.ccm_* keys;
+- ``project`` (`second_view`): intensity change per channel on the network input, a coarse
+  grid of blanked blocks, and flips shared by the batch.
+How it meets the network is stated too: both views in one forward pass or each in its own
+(LOSS.ccm_pass; BatchNorm then sees each view alone), and the second view's embedding as a
+constant target (LOSS.ccm_detach) or not.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import contextlib
+import string
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 
+from pea.augment import normalize_tensor
+from pea.errors import PEAInputError
+
 Output = Mapping[str, object]
 
 
+def _rand(gen: torch.Generator | None, *shape: int) -> torch.Tensor:
+    return torch.rand(shape, generator=gen)
+
+
+def orient(x: torch.Tensor, rules: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+    """Flip and transpose each sample of a (B, C, *spatial) tensor by its rule, a row of
+    `rules` (B, ndim + 1): a flip bit per spatial axis, then a swap of the last two axes.
+    `inverse` undoes it (swap first, then flips)."""
+    ndim = x.ndim - 2
+    out = []
+    for sample, rule in zip(x, rules.tolist()):
+        dims = [d + 1 for d in range(ndim) if rule[d]]
+        swap = bool(rule[ndim])
+        if inverse and swap:
+            sample = sample.transpose(-1, -2)
+        if dims:
+            sample = torch.flip(sample, dims)
+        if not inverse and swap:
+            sample = sample.transpose(-1, -2)
+        out.append(sample)
+    return torch.stack(out)
+
+
 def second_view(x: torch.Tensor, labels: torch.Tensor, loss_cfg: Mapping,
-                generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[int]]:
-    """The CCM view of a batch (B, C, *spatial): intensity change, random blanking of blocks
-    (of the foreground, or anywhere: LOSS.ccm_blank), random flip. Returns the view and the
-    flipped dims (to undo)."""
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The project's CCM view of a network input (B, C, *spatial): intensity change per channel,
+    random blanking of coarse blocks (of the foreground, or anywhere: LOSS.ccm_blank), random
+    flips shared by the batch. Returns the view and its rules (see `orient`)."""
     b, ndim = x.shape[0], x.ndim - 2
     dev = x.device
 
     def rand(*shape):
-        return torch.rand(shape, generator=generator).to(dev)
+        return _rand(generator, *shape).to(dev)
 
     amount = loss_cfg["ccm_intensity"]
     scale = 1 + amount * (2 * rand(b, x.shape[1], *([1] * ndim)) - 1)
@@ -38,17 +75,100 @@ def second_view(x: torch.Tensor, labels: torch.Tensor, loss_cfg: Mapping,
         if loss_cfg["ccm_blank"] == "foreground":
             blank = blank * (labels > 0).unsqueeze(1).float()
         view = view * (1 - blank)
-    dims: list[int] = []
+    rules = torch.zeros(b, ndim + 1, dtype=torch.bool)
     if loss_cfg["ccm_flip"]:
-        dims = [d + 2 for d in range(ndim) if float(rand(1)) < 0.5 and x.shape[d + 2] > 1]
-        if dims:
-            view = torch.flip(view, dims)
-    return view, dims
+        rules[:, :ndim] = torch.tensor([float(_rand(generator, 1)) < 0.5 and x.shape[d + 2] > 1
+                                        for d in range(ndim)])
+    return orient(view, rules), rules
 
 
-def undo_flip(tensor: torch.Tensor, dims: Sequence[int]) -> torch.Tensor:
-    """Flip back the dims flipped by `second_view`."""
-    return torch.flip(tensor, list(dims)) if dims else tensor
+def _intensity(x: torch.Tensor, cfg: Mapping, gen: torch.Generator | None) -> torch.Tensor:
+    """With chance ccm_intensity_prob: x (1 + c) + d, clipped to [0, 1], then x ** 2^g, with c, d
+    uniform within +- ccm_intensity and g within +- ccm_gamma, one draw for all channels,
+    per image or per section (index of the first spatial axis)."""
+    b, spatial = x.shape[0], x.shape[2:]
+    ones = (1,) * (len(spatial) - 1)
+    draw = (b, 1, spatial[0]) + ones if cfg["ccm_intensity_draw"] == "section" else (b, 1, 1) + ones
+    u = (2 * _rand(gen, 3, *draw) - 1).to(x.device)
+    on = (_rand(gen, b) < cfg["ccm_intensity_prob"]).to(x.device).view(b, 1, 1, *ones)
+    amount = cfg["ccm_intensity"]
+    out = (x * (1 + amount * u[0]) + amount * u[1]).clamp(0, 1) ** (2.0 ** (cfg["ccm_gamma"] * u[2]))
+    return torch.where(on, out, x)
+
+
+def _box_region(labels: torch.Tensor, sizes: torch.Tensor, cfg: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample and axis, the first and last index where boxes may start and end: the
+    foreground's bounding box (ccm_blank foreground) or the whole image; the whole image too
+    without foreground, with fewer than ccm_min_foreground pixels or when the box does not fit."""
+    spatial = labels.shape[1:]
+    b, ndim = labels.shape[0], len(spatial)
+    first = torch.zeros(b, ndim, dtype=torch.long)
+    last = torch.tensor(spatial).repeat(b, 1) - 1
+    if cfg["ccm_blank"] != "foreground":
+        return first, last
+    fg = (labels > 0).cpu()
+    lo, hi = first.clone(), last.clone()
+    for axis in range(ndim):
+        seen = fg.movedim(axis + 1, 1).flatten(2).any(2)  # (B, size of this axis)
+        lo[:, axis] = seen.float().argmax(1)
+        hi[:, axis] = spatial[axis] - 1 - seen.flip(1).float().argmax(1)
+    count = fg.flatten(1).sum(1)
+    inside = (count > 0) & (count >= cfg["ccm_min_foreground"]) & ((hi - lo) > sizes).all(1)
+    keep = inside.view(b, 1)
+    return torch.where(keep, lo, first), torch.where(keep, hi, last)
+
+
+def box_mask(labels: torch.Tensor, cfg: Mapping, gen: torch.Generator | None = None) -> torch.Tensor:
+    """The boxes of the official view, (B, *spatial) bool: per sample a count in ccm_boxes and
+    one size per axis in [ccm_box_min, ccm_box_max] shared by its boxes (the last two axes
+    share one draw), each box starting uniformly at [first, last - size] of `_box_region`."""
+    spatial = labels.shape[1:]
+    b, ndim = labels.shape[0], len(spatial)
+    low, high = (torch.tensor(cfg[k], dtype=torch.long) for k in ("ccm_box_min", "ccm_box_max"))
+    if len(low) != ndim or len(high) != ndim:
+        raise PEAInputError(f"LOSS.ccm_box_min / ccm_box_max need {ndim} sizes (one per spatial axis), "
+                            f"got {cfg['ccm_box_min']} and {cfg['ccm_box_max']}")
+    n_min, n_max = (int(v) for v in cfg["ccm_boxes"])
+    counts = torch.randint(n_min, n_max + 1, (b,), generator=gen)
+    u = _rand(gen, b, ndim)
+    if ndim >= 2:
+        u[:, -1] = u[:, -2]
+    sizes = torch.minimum(low + (u * (high - low + 1)).long(), high)
+    first, last = _box_region(labels, sizes, cfg)
+    span = (last - sizes - first + 1).clamp(min=1)
+    starts = first[:, None] + (_rand(gen, b, n_max, ndim) * span[:, None]).long()
+    used = torch.arange(n_max)[None] < counts[:, None]
+    letters = string.ascii_lowercase[2:2 + ndim]
+    factors = []
+    for axis, n in enumerate(spatial):
+        index = torch.arange(n)
+        start = starts[..., axis, None]
+        inside = (index >= start) & (index < start + sizes[:, None, axis, None]) & used[..., None]
+        factors.append(inside.float())
+    equation = ",".join(f"bk{c}" for c in letters) + f"->b{letters}"
+    return torch.einsum(equation, *factors).to(labels.device) > 0
+
+
+def official_view(image: torch.Tensor, labels: torch.Tensor, loss_cfg: Mapping,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' CCM view of a [0, 1] image (B, C, *spatial): intensity change, boxes filled
+    with each channel's foreground mean (ccm_fill mean; 0 without foreground) or with 0, then a
+    random flip of every spatial axis (ccm_flip) and swap of the last two (ccm_transpose, square
+    crops). Returns the view and its rules (see `orient`)."""
+    b, ndim = image.shape[0], image.ndim - 2
+    view = _intensity(image, loss_cfg, generator)
+    if int(loss_cfg["ccm_boxes"][1]) > 0:
+        boxes = box_mask(labels, loss_cfg, generator).unsqueeze(1)
+        fill = torch.zeros_like(view[:, :, :1])
+        if loss_cfg["ccm_fill"] == "mean":
+            fg = (labels > 0).unsqueeze(1).to(view.dtype)
+            axes = tuple(range(2, view.ndim))
+            fill = ((view * fg).sum(axes, keepdim=True) / fg.sum(axes, keepdim=True).clamp(min=1))
+        view = torch.where(boxes, fill, view)
+    bits = _rand(generator, b, ndim + 1) < 0.5
+    bits[:, :ndim] &= bool(loss_cfg["ccm_flip"])
+    bits[:, ndim] &= bool(loss_cfg["ccm_transpose"]) and image.shape[-1] == image.shape[-2]
+    return orient(view, bits), bits
 
 
 def _half(value, b: int, half: int):
@@ -61,21 +181,37 @@ def _half(value, b: int, half: int):
 
 
 class CrossView:
-    """Runs a batch and its CCM view through the network in one forward pass and returns the
-    outputs of both, the second with its flips undone. The view of iteration i is drawn from
-    a generator seeded with (seed, i), so a resumed run draws the same views."""
+    """Runs a batch and its CCM view through the network and returns the outputs of both, the
+    second brought back into the first one's frame (and detached with LOSS.ccm_detach). The
+    view of iteration i is drawn from a generator seeded with (seed, i), so a resumed run draws
+    the same views. `normalize` is DATA.normalize: the official view works on the [0, 1] image."""
 
-    def __init__(self, loss_cfg: Mapping, seed: int):
+    def __init__(self, loss_cfg: Mapping, seed: int, normalize: str = "none"):
         self.cfg = loss_cfg
         self.seed = int(seed)
+        self.normalize = normalize
+
+    def view(self, x: torch.Tensor, labels: torch.Tensor, iteration: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The second view of a network input and its rules (see `orient`)."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
+        if self.cfg["ccm_view"] != "official":
+            return second_view(x, labels, self.cfg, gen)
+        view, rules = official_view(normalize_tensor(x, self.normalize, inverse=True), labels, self.cfg, gen)
+        return normalize_tensor(view, self.normalize), rules
 
     def __call__(self, model: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor,
                  iteration: int) -> tuple[dict, dict]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + iteration)
-        view, dims = second_view(x, labels, self.cfg, gen)
-        both = model(torch.cat([x, view]))
-        b = x.shape[0]
-        out = {k: _half(v, b, 0) for k, v in both.items()}
-        out2 = {k: _half(v, b, 1) for k, v in both.items()}
-        out2["embeddings"] = [undo_flip(e, dims) for e in out2["embeddings"]]
+        view, rules = self.view(x, labels, iteration)
+        detach = bool(self.cfg["ccm_detach"])
+        if self.cfg["ccm_pass"] == "separate":
+            out = dict(model(x))
+            with torch.no_grad() if detach else contextlib.nullcontext():
+                out2 = dict(model(view))
+        else:
+            both = model(torch.cat([x, view]))
+            b = x.shape[0]
+            out = {k: _half(v, b, 0) for k, v in both.items()}
+            out2 = {k: _half(v, b, 1) for k, v in both.items()}
+        back = [orient(e, rules, inverse=True) for e in out2["embeddings"]]
+        out2["embeddings"] = [e.detach() for e in back] if detach else back
         return out, out2

@@ -28,7 +28,7 @@ from pea.errors import PEAInputError
 from pea.models.registry import DEFAULTS as MODEL_DEFAULTS
 
 # Keys whose value is a free-form mapping (its inner keys are not checked here).
-_FREE_FORM = {("DATA", "em_augment")}
+_FREE_FORM = {("DATA", "em_augment"), ("DATA", "em_augment_params")}
 PARTITIONERS = ("waterz", "lmc", "mutex")  # the order of the printed scores
 
 DEFAULTS: dict[str, Any] = {
@@ -49,6 +49,8 @@ DEFAULTS: dict[str, Any] = {
     },
     "MODEL": dict(MODEL_DEFAULTS),
     "LOSS": {
+        # The defaults are the project's own choices; the paper configs state the authors'
+        # (README "Configs"; docs/method.md sections 2 and 4).
         "scm": True,
         "ccm": True,
         "epm": True,
@@ -57,13 +59,29 @@ DEFAULTS: dict[str, Any] = {
         "epm_weight": 1.0,
         "epm_groups": [4, 3, 2, 1],  # shift groups used at 1/2, 1/4, 1/8, 1/16
         "background": "same",  # target rule: same (two background pixels are one object) | none
+        "normalize": "mean",  # a level's loss / (batch x pixels): mean | / (batch x width): width (authors' 2D)
+        "outside_pairs": "ignore",  # class-weight fraction: pairs leaving the image ignored | counted as one | zero
         "weight_clip": [0.05, 0.99],
         "mask_weight": 0.0,  # foreground head loss weight (0: not trained)
+        "fg_weighting": "fixed",  # head class weights: fixed [1, fg_class_weight] | batch (pixel counts)
         "fg_class_weight": 10.0,
-        "ccm_mask_prob": 0.5,  # second view: chance to blank blocks ...
-        "ccm_blank": "foreground",  # ... of the foreground, or anywhere
-        "ccm_flip": True,
-        "ccm_intensity": 0.2,
+        # CCM (pea/ccm.py): the second view, and how it meets the network
+        "ccm_view": "project",  # project (second_view) | official (official_view, the keys below)
+        "ccm_pass": "joint",  # both views in one forward pass | separate passes (BatchNorm per view)
+        "ccm_detach": False,  # the second view's embedding is a constant (stop-gradient target)
+        "ccm_intensity": 0.2,  # contrast and brightness change of up to +- this
+        "ccm_mask_prob": 0.5,  # project view: chance to blank blocks ...
+        "ccm_blank": "foreground",  # ... of the foreground, or anywhere (official view: where boxes go)
+        "ccm_flip": True,  # random flip of each spatial axis
+        "ccm_transpose": False,  # official view: random swap of the last two axes (square crops)
+        "ccm_intensity_prob": 1.0,  # official view: chance of the intensity change ...
+        "ccm_intensity_draw": "image",  # ... one draw per image, or per section (first spatial axis)
+        "ccm_gamma": 0.0,  # ... then x ** 2^u, |u| <= ccm_gamma
+        "ccm_boxes": [0, 20],  # official view: number of boxes (inclusive range) ...
+        "ccm_box_min": [0, 0],  # ... their smallest and largest size per spatial axis
+        "ccm_box_max": [20, 20],  # (the last two axes share one draw: square in-plane)
+        "ccm_fill": "mean",  # boxes filled with the foreground mean per channel | zero
+        "ccm_min_foreground": 0,  # with fewer foreground pixels, boxes go anywhere
     },
     "TRAIN": {
         "iterations": 200000,
@@ -75,7 +93,8 @@ DEFAULTS: dict[str, Any] = {
         "amsgrad": True,
         "seed": 555,
         "valid_every": 1000,
-        "save_every": 1000,
+        "save_every": 1000,  # writes model-%06d.ckpt (the authors' names) and last.ckpt
+        "keep_checkpoints": None,  # None: every model-%06d.ckpt is kept; N: the newest N
         "log_every": 10,
         "max_valid_images": None,  # None: all
         "valid_partitioner": "mutex",  # the partitioner whose segmentation is scored in validation
@@ -137,15 +156,30 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("LOSS", "scm_weight"): S.number(0),
     ("LOSS", "ccm_weight"): S.number(0),
     ("LOSS", "epm_weight"): S.number(0),
-    ("LOSS", "epm_groups"): S.sequence(S.number(0, integer=True), length=4),
+    ("LOSS", "epm_groups"): S.sequence(S.number(0, integer=True)),
     ("LOSS", "background"): S.choice("same", "none"),
     ("LOSS", "weight_clip"): S.sequence(S.number(0, 1, above=True), length=2),
     ("LOSS", "mask_weight"): S.number(0),
     ("LOSS", "fg_class_weight"): S.number(0, above=True),
+    ("LOSS", "normalize"): S.choice("mean", "width"),
+    ("LOSS", "outside_pairs"): S.choice("ignore", "one", "zero"),
+    ("LOSS", "fg_weighting"): S.choice("fixed", "batch"),
+    ("LOSS", "ccm_view"): S.choice("project", "official"),
+    ("LOSS", "ccm_pass"): S.choice("joint", "separate"),
+    ("LOSS", "ccm_detach"): S.boolean,
+    ("LOSS", "ccm_intensity"): S.number(0, 1),
     ("LOSS", "ccm_mask_prob"): S.number(0, 1),
     ("LOSS", "ccm_blank"): S.choice("foreground", "anywhere"),
     ("LOSS", "ccm_flip"): S.boolean,
-    ("LOSS", "ccm_intensity"): S.number(0, 1),
+    ("LOSS", "ccm_transpose"): S.boolean,
+    ("LOSS", "ccm_intensity_prob"): S.number(0, 1),
+    ("LOSS", "ccm_intensity_draw"): S.choice("image", "section"),
+    ("LOSS", "ccm_gamma"): S.number(0),
+    ("LOSS", "ccm_boxes"): S.sequence(S.number(0, integer=True), length=2),
+    ("LOSS", "ccm_box_min"): S.sequence(S.number(0, integer=True), empty=False),
+    ("LOSS", "ccm_box_max"): S.sequence(S.number(0, integer=True), empty=False),
+    ("LOSS", "ccm_fill"): S.choice("mean", "zero"),
+    ("LOSS", "ccm_min_foreground"): S.number(0, integer=True),
     ("TRAIN", "iterations"): _POSITIVE_INT,
     ("TRAIN", "batch_size"): _POSITIVE_INT,
     ("TRAIN", "lr"): S.number(0, above=True),
@@ -156,6 +190,7 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("TRAIN", "seed"): S.number(0, integer=True),
     ("TRAIN", "valid_every"): _POSITIVE_INT,
     ("TRAIN", "save_every"): _POSITIVE_INT,
+    ("TRAIN", "keep_checkpoints"): S.number(1, integer=True, none=True),
     ("TRAIN", "log_every"): _POSITIVE_INT,
     ("TRAIN", "max_valid_images"): S.number(1, integer=True, none=True),
     ("TRAIN", "valid_partitioner"): S.choice(*PARTITIONERS),

@@ -24,6 +24,8 @@ class PEALoss:
         self.group_size = group_size
         self.clip = tuple(loss_cfg["weight_clip"])
         self.background = loss_cfg["background"]
+        self.normalize = loss_cfg["normalize"]
+        self.outside = loss_cfg["outside_pairs"]
 
     def level_offsets(self) -> list[list[Offset]]:
         """The offsets supervised at 1/2, 1/4, ...: the first `epm_groups[k]` shift groups."""
@@ -31,7 +33,21 @@ class PEALoss:
 
     def _affinity(self, emb: torch.Tensor, labels: torch.Tensor, offsets: Sequence[Offset],
                   other: torch.Tensor | None = None) -> torch.Tensor:
-        return affinity_loss(emb, labels, offsets, self.clip, other=other, background=self.background)
+        return affinity_loss(emb, labels, offsets, self.clip, other=other, background=self.background,
+                             normalize=self.normalize, outside=self.outside)
+
+    def foreground(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of the foreground head, its class weights [1, fg_class_weight]
+        (``fixed``) or, as the authors', the batch's foreground and background pixel counts
+        (``batch``: background weighs #foreground, foreground #background; the rarer class
+        counts more)."""
+        target = (labels > 0).long()
+        if self.cfg["fg_weighting"] == "batch":
+            fg = target.sum()
+            weight = torch.stack([fg, target.numel() - fg]).float().clamp(min=1)
+        else:
+            weight = torch.tensor([1.0, self.cfg["fg_class_weight"]], device=labels.device)
+        return F.cross_entropy(logits, target, weight=weight)
 
     def __call__(self, out: Mapping, labels: torch.Tensor, out2: Mapping | None = None) -> tuple[torch.Tensor, dict]:
         cfg = self.cfg
@@ -47,9 +63,7 @@ class PEALoss:
                 total = total + self._affinity(e, nearest_downsample(labels, e.shape[2:]), offsets)
             parts["epm"] = cfg["epm_weight"] * total
         if cfg["mask_weight"] > 0 and out.get("foreground") is not None:
-            class_weight = torch.tensor([1.0, cfg["fg_class_weight"]], device=labels.device)
-            fg_loss = F.cross_entropy(out["foreground"], (labels > 0).long(), weight=class_weight)
-            parts["fg"] = cfg["mask_weight"] * fg_loss
+            parts["fg"] = cfg["mask_weight"] * self.foreground(out["foreground"], labels)
         if not parts:
             raise ValueError("LOSS: every loss term is switched off (scm, ccm, epm, mask_weight)")
         total = sum(parts.values())

@@ -72,7 +72,7 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
                                           weight_decay=t.weight_decay, amsgrad=t.amsgrad)
         self.loss = PEALoss(cfg.LOSS, self.offsets, group)
-        self.cross_view = CrossView(cfg.LOSS, t.seed) if cfg.LOSS.ccm else None
+        self.cross_view = CrossView(cfg.LOSS, t.seed, cfg.DATA.normalize) if cfg.LOSS.ccm else None
         self.iteration = 0
         self.best = {"score": None, "iteration": 0, "scores": {}}
 
@@ -198,6 +198,18 @@ class Trainer:
             self._save("best.ckpt")
         return line
 
+    def _save_periodic(self) -> None:
+        """model-%06d.ckpt (the authors' names, each kept unless TRAIN.keep_checkpoints says how
+        many of the newest to keep) and last.ckpt, which --resume reads."""
+        self._save(f"model-{self.iteration:06d}.ckpt")
+        self._save("last.ckpt")
+        keep = self.cfg.TRAIN.keep_checkpoints
+        if keep is not None:
+            saved = sorted((p for p in self.run_dir.glob("model-*.ckpt") if p.stem[6:].isdigit()),
+                           key=lambda p: int(p.stem[6:]))
+            for old in saved[:max(0, len(saved) - int(keep))]:
+                old.unlink()
+
     def run(self) -> dict:
         t = self.cfg.TRAIN
         loader = self._loader()
@@ -228,7 +240,7 @@ class Trainer:
                 if valid_samples and (self.iteration % t.valid_every == 0 or last):
                     bar.write(f"[valid] iter {self.iteration}: {self._validate(valid_samples, writer, note)}")
                 if self.iteration % t.save_every == 0 or last:
-                    self._save("last.ckpt")
+                    self._save_periodic()
             bar.close()
             note(f"# done: best {t.select_metric} {self.best['score']} at iteration {self.best['iteration']}")
         return self.best

@@ -27,11 +27,17 @@ def targets(labels: np.ndarray, offsets: Sequence[Sequence[int]], background: st
     return target, mask
 
 
-def balanced_weights(target: np.ndarray, mask: np.ndarray, clip=(0.05, 0.99)) -> np.ndarray:
-    """Per sample and channel: f = fraction of ones among the masked pixels, clipped; if
-    f > 0.5 ones weigh 1 and zeros f/(1-f), else ones (1-f)/f and zeros 1."""
+def balanced_weights(target: np.ndarray, mask: np.ndarray, clip=(0.05, 0.99), outside=None) -> np.ndarray:
+    """Per sample and channel: f = fraction of ones among the masked pixels, or, with `outside`
+    (0 or 1), among all pixels of the channel, those whose partner is outside holding that
+    value (the authors' maps); clipped; if f > 0.5 ones weigh 1 and zeros f/(1-f), else ones
+    (1-f)/f and zeros 1."""
     axes = tuple(range(2, target.ndim))
-    f = np.clip((target * mask).sum(axes) / np.maximum(mask.sum(axes), 1), *clip)
+    if outside is None:
+        f = (target * mask).sum(axes) / np.maximum(mask.sum(axes), 1)
+    else:
+        f = np.where(mask > 0, target, outside).mean(axes)
+    f = np.clip(f, *clip)
     w_one = np.where(f > 0.5, 1.0, (1 - f) / f)
     w_zero = np.where(f > 0.5, f / (1 - f), 1.0)
     view = f.shape + (1,) * len(axes)
@@ -54,15 +60,19 @@ def affinities(emb: np.ndarray, offsets, other: np.ndarray | None = None) -> np.
     return out
 
 
-def weighted_mse(aff, target, mask, weight) -> float:
-    """sum(w * mask * (aff - target)^2) / (batch * pixels)."""
-    return float((weight * mask * (aff - target) ** 2).sum() / target[:, 0].size)
+def weighted_mse(aff, target, mask, weight, normalize="mean") -> float:
+    """sum(w * (aff * mask - target * mask)^2) / (batch * pixels), or with normalize 'width'
+    / (batch * width): the authors' WeightedMSE on one (B, H, W) channel divides by B * W."""
+    norm = target.shape[0] * (target.shape[-1] if normalize == "width" else np.prod(target.shape[2:]))
+    return float((weight * (aff * mask - target * mask) ** 2).sum() / norm)
 
 
-def level_loss(emb, labels, offsets, other=None, background="same", clip=(0.05, 0.99)) -> float:
+def level_loss(emb, labels, offsets, other=None, background="same", clip=(0.05, 0.99), normalize="mean",
+               outside=None) -> float:
     """The affinity loss of one embedding against its labels."""
     t, m = targets(labels, offsets, background)
-    return weighted_mse(affinities(emb, offsets, other), t, m, balanced_weights(t, m, clip))
+    w = balanced_weights(t, m, clip, outside)
+    return weighted_mse(affinities(emb, offsets, other), t, m, w, normalize)
 
 
 def nearest(labels: np.ndarray, shape: Sequence[int]) -> np.ndarray:

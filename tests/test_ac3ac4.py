@@ -241,6 +241,21 @@ def test_short_training_lowers_the_loss(tmp_path, synth):
     assert (tmp_path / "run" / "best.ckpt").is_file()
 
 
+def test_checkpoints_keep_the_authors_names(tmp_path):
+    """Every save writes model-%06d.ckpt and last.ckpt; TRAIN.keep_checkpoints prunes the oldest."""
+    from pea.train import Trainer
+
+    for keep, expected in [(None, [1, 2, 3, 1000]), (2, [3, 1000])]:
+        trainer = Trainer(_tiny_config(tmp_path, tmp_path, keep_checkpoints=keep), tmp_path / f"run{keep}")
+        for iteration in (1, 2, 3, 1000):
+            trainer.iteration = iteration
+            trainer._save_periodic()
+        names = sorted(p.name for p in (tmp_path / f"run{keep}").glob("*.ckpt"))
+        assert names == ["last.ckpt"] + [f"model-{i:06d}.ckpt" for i in expected]
+        ckpt = torch.load(tmp_path / f"run{keep}" / "model-001000.ckpt", weights_only=True)
+        assert ckpt["iteration"] == 1000 and {"model_weights", "optimizer", "config"} <= set(ckpt)
+
+
 def test_inference_script_writes_each_method(tmp_path, synth, capsys):
     import yaml
 

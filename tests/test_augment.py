@@ -1,5 +1,6 @@
 """2D augmentation keeps image and labels aligned."""
 import numpy as np
+from scipy import ndimage
 
 from pea.augment import Augment2D, normalize
 from pea.config import make_config
@@ -45,3 +46,47 @@ def test_identity_when_everything_is_off():
 def test_normalize_imagenet():
     img = np.full((2, 2, 3), 0.485, np.float32)
     assert abs(normalize(img, "imagenet")[..., 0]).max() < 1e-6
+
+
+def _paper_cvppp(**data):
+    from pathlib import Path
+
+    from pea.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "scripts_cvppp" / "config" / "cvppp.yaml").DATA
+    cfg.update(data)
+    return cfg
+
+
+def test_paper_crop_area_and_aspect_are_in_range():
+    """The authors' RandomResizedCrop: area 0.7-1 of the (padded) image, aspect 3/4-4/3."""
+    aug = Augment2D(_paper_cvppp())
+    rng = np.random.default_rng(0)
+    regions = np.array([aug.region(rng, np.array([544.0, 544.0])) for _ in range(2000)])
+    area = regions.prod(1) / 544.0**2
+    aspect = regions[:, 0] / regions[:, 1]
+    assert (regions <= 544 + 1e-9).all()
+    assert area.min() >= 0.7 - 1e-9 and area.max() <= 1.0 + 1e-9
+    assert aspect.min() >= 0.75 - 1e-9 and aspect.max() <= 4 / 3 + 1e-6
+    assert aspect.min() < 0.8 and aspect.max() > 1.25 and area.min() < 0.72  # the ranges are used
+    assert abs(np.log(aspect).mean()) < 0.02  # log-uniform: as wide as tall on average
+
+
+def test_paper_training_crops_pad_first_and_stay_aligned():
+    """Image reflect-padded, labels zero-padded to padded_size; flips and the resized crop move
+    both together; no intensity change."""
+    rng = np.random.default_rng(1)
+    labels = np.kron(rng.integers(1, 30, size=(6, 5)), np.ones((8, 8), np.int32)).astype(np.int32)  # 48 x 40
+    cfg = _paper_cvppp(padded_size=[64, 64], crop_size=[64, 64], crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0],
+                       flip=False)
+    image, lab = Augment2D(cfg)(_image_of(labels), labels, np.random.default_rng(0))
+    assert lab.shape == (64, 64) and (lab[:8] == 0).all() and (lab[:, :12] == 0).all()
+    np.testing.assert_array_equal(lab[8:56, 12:52], labels)
+    np.testing.assert_allclose(image[8:56, 12:52], _image_of(labels), atol=1e-5)
+    np.testing.assert_allclose(image[7, 12:52], _image_of(labels)[1], atol=1e-5)  # mirrored, edge not repeated
+    cfg = _paper_cvppp(padded_size=[48, 40], crop_size=[48, 40])
+    for seed in range(10):
+        image, lab = Augment2D(cfg)(_image_of(labels), labels, np.random.default_rng(seed))
+        inner = ndimage.minimum_filter(lab, 3) == ndimage.maximum_filter(lab, 3)  # off label edges ...
+        inner[[0, -1]] = inner[:, [0, -1]] = False  # ... and off the crop's, which hide some
+        np.testing.assert_allclose(image[inner], _image_of(lab)[inner], atol=1e-4)

@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from pea import augment_em as A
 from pea.errors import PEAInputError
+
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def _labels(shape, block, dtype, seed=0):
@@ -213,3 +216,118 @@ def test_bad_arrays_raise():
         aug(image, np.zeros((2, 8, 9), np.int32), np.random.default_rng(0))
     with pytest.raises(PEAInputError, match="integer"):
         aug(image, image.copy(), np.random.default_rng(0))
+
+
+# -- the authors' chain: flips with transpose, any-angle rotation, rescale, gate, 2D crops ----
+def test_flip_each_with_swap_reaches_all_16_orientations_exactly():
+    labels = _labels((4, 24, 24), 4, np.int32)
+    image = _paint(labels)
+    seen = set()
+    for seed in range(120):
+        out_image, out_labels = A.flip(image, labels, np.random.default_rng(seed), each=True, swap=True)
+        _check_pair(out_image, out_labels, image, labels)
+        np.testing.assert_array_equal(out_image, _paint(out_labels))
+        seen.add(out_labels.tobytes())
+    assert len(seen) == 16  # z, y, x flips and the y/x swap: 4 bits, none of them forced
+
+
+def _source_coordinates(transform, shape, seed, **kwargs):
+    """Where each output pixel was read: the transform applied to coordinate ramps."""
+    z, h, w = shape
+    labels = np.zeros(shape, np.int32)
+    ys = np.broadcast_to(np.arange(h, dtype=np.float32)[None, :, None] / h, shape).copy()
+    xs = np.broadcast_to(np.arange(w, dtype=np.float32)[None, None, :] / w, shape).copy()
+    src_y = transform(ys, labels, np.random.default_rng(seed), **kwargs)[0][0] * h
+    src_x = transform(xs, labels, np.random.default_rng(seed), **kwargs)[0][0] * w
+    return src_y, src_x
+
+
+def test_rotate_by_any_angle_keeps_image_and_labels_aligned():
+    angles = []
+    for seed in range(40):
+        src_y, src_x = _source_coordinates(A.rotate, (1, 33, 33), seed)
+        # near the centre no mirrored border: the read position is the pixel rotated about it
+        dy, dx = src_y[16, 20] - 16, src_x[16, 20] - 16  # the pixel 4 px right of the centre
+        angles.append(np.degrees(np.arctan2(dy, dx)))
+        assert np.hypot(dy, dx) == pytest.approx(4.0, abs=0.05)
+    angles = np.array(angles)
+    assert angles.min() < -135 and angles.max() > 135 and (np.abs(angles) < 45).any()  # any angle
+    labels = _labels((3, 48, 48), 8, np.int32)
+    out_image, out_labels = A.rotate(_paint(labels), labels, np.random.default_rng(5))
+    _check_pair(out_image, out_labels, labels.astype(np.float32), labels)
+    assert np.isclose(out_image, _paint(out_labels), atol=1e-4).mean() > 0.7
+    np.testing.assert_array_equal(out_labels[0], out_labels[1] * 0 + out_labels[0])  # one rotation for all sections
+    assert (out_labels != labels).mean() > 0.3
+
+
+def test_rescale_factors_are_within_0_8_and_1_2_per_axis():
+    factors = []
+    for seed in range(40):
+        src_y, src_x = _source_coordinates(A.rescale, (1, 40, 40), seed)
+        fy = np.median(np.diff(src_y[:, 20]))
+        fx = np.median(np.diff(src_x[20, :]))
+        factors.append((fy, fx))
+    factors = np.array(factors)
+    assert factors.min() >= 0.8 - 1e-3 and factors.max() <= 1.2 + 1e-3
+    assert factors.min() < 0.85 and factors.max() > 1.15
+    assert np.abs(factors[:, 0] - factors[:, 1]).max() > 0.05  # y and x drawn apart (no fixed aspect)
+    labels = _labels((2, 48, 48), 8, np.int32)
+    out_image, out_labels = A.rescale(_paint(labels), labels, np.random.default_rng(1))
+    _check_pair(out_image, out_labels, labels.astype(np.float32), labels)
+    assert np.isclose(out_image, _paint(out_labels), atol=1e-4).mean() > 0.7
+
+
+def test_gate_is_the_chance_that_the_chain_runs():
+    labels = _labels((2, 16, 16), 4, np.int32)
+    image = _paint(labels)
+    never = A.EMAugmenter({"flip": 1.0}, gate=0.0)
+    assert np.array_equal(never(image, labels, np.random.default_rng(0))[1], labels)
+    half = A.EMAugmenter({name: 0.0 for name in A.TRANSFORMS} | {"flip": 1.0}, gate=0.5)
+    ran = [not np.array_equal(half(image, labels, np.random.default_rng(s))[1], labels) for s in range(200)]
+    assert 0.4 < np.mean(ran) < 0.6
+    with pytest.raises(PEAInputError, match="gate"):
+        A.EMAugmenter(gate=1.5)
+
+
+def test_chain_crop_of_a_grey_2d_image_keeps_it_aligned():
+    """The BBBC039V1 paper chain on a 3-channel grey image: crops of the crop size, channels
+    alike, image and labels aligned away from label edges, mirrored beyond the borders."""
+    from pea.config import load_config
+
+    data = load_config(ROOT / "scripts_bbbc039v1" / "config" / "bbbc039v1.yaml").DATA
+    data.update(crop_size=[48, 48], augment_margin=[10, 10])
+    crop = A.ChainCrop(data)
+    labels = _labels((1, 64, 80), 8, np.int32)[0]
+    image = np.repeat(_paint(labels)[..., None], 3, -1)
+    changed = 0
+    for seed in range(12):
+        out_image, out_labels = crop(image, labels, np.random.default_rng(seed))
+        assert out_image.shape == (48, 48, 3) and out_labels.shape == (48, 48)
+        assert (out_image == out_image[..., :1]).all()
+        assert set(np.unique(out_labels)) <= set(np.unique(labels))
+        same = ndimage.minimum_filter(out_labels, 5) == ndimage.maximum_filter(out_labels, 5)  # off label edges ...
+        same[:2] = same[-2:] = same[:, :2] = same[:, -2:] = False  # ... and off the crop's, which hide some
+        inner, painted = out_image[..., 0][same], _paint(out_labels)[same]
+        # each grey value maps to one value (the grey-value change moves them, monotonically),
+        # but for a few pixels where the interpolations of several warps mix two objects
+        values = np.unique(painted)
+        mapped = np.array([np.median(inner[painted == v]) for v in values])
+        assert np.all(np.diff(mapped) >= -1e-4)
+        assert np.isclose(inner, np.interp(painted, values, mapped), atol=1e-3).mean() > 0.98
+        changed += not np.allclose(mapped, values, atol=1e-4)
+    assert 0 < changed < 12
+
+
+def test_grey_value_change_of_the_paper_configs_is_within_15_percent_and_gamma_2():
+    """intensity(contrast=0.3, brightness=0.3, gamma=1): x (1 + c) + d, |c|, |d| <= 0.15,
+    clipped, then x ** 2^g, |g| <= 1."""
+    x = np.linspace(0.25, 0.75, 64, dtype=np.float32).reshape(1, 8, 8) * np.ones((3, 1, 1), np.float32)
+    gammas = []
+    for seed in range(60):
+        out, _ = A.intensity(x, np.zeros(x.shape, np.int32), np.random.default_rng(seed), contrast=0.3,
+                             brightness=0.3, gamma=1.0, mode="volume")
+        low = np.clip(0.85 * x - 0.15, 0, 1) ** 2
+        high = np.clip(1.15 * x + 0.15, 0, 1) ** 0.5
+        assert (out >= low - 1e-6).all() and (out <= high + 1e-6).all()
+        gammas.append(np.log(out[0, 4, 4]) / np.log(x[0, 4, 4]))
+    assert min(gammas) < 0.7 and max(gammas) > 1.5  # the gamma range is used

@@ -96,7 +96,7 @@ def test_training_resume_and_inference(tiny_data, tmp_path):
     args = ["-c=cvppp_demo"] + tiny_overrides(tiny_data, models, out)
     assert train_main(SCRIPTS, args + ["--run", "straight"]) == 0
     run = models / "straight"
-    assert {"best.ckpt", "last.ckpt", "log.txt"} <= {p.name for p in run.iterdir()}
+    assert {"best.ckpt", "last.ckpt", "model-000006.ckpt", "log.txt"} <= {p.name for p in run.iterdir()}
     assert any((run / "tensorboard").iterdir())
     last = torch.load(run / "last.ckpt", weights_only=True)
     assert last["iteration"] == 6 and {"model_weights", "optimizer", "config"} <= set(last)

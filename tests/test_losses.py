@@ -1,13 +1,19 @@
-"""The loss composition (SCM + CCM + EPM, the offsets at each pyramid level) against the
-straightforward NumPy reference of tests/reference.py."""
+"""The loss composition (SCM + CCM + EPM, the offsets at each pyramid level, the loss scale
+and the class-weight rule) against the straightforward NumPy reference of tests/reference.py,
+a hand-computed tiny batch, and the foreground head's class weights."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from pea.affinity import EM_OFFSETS, offsets_from_shifts
-from pea.config import make_config
+from pea.affinity import EM_OFFSETS, offsets_from_shifts, resolve_offsets
+from pea.config import load_config, make_config
 from pea.losses import PEALoss
 from reference import level_loss, nearest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _blobs(rng, batch, shape, ids=4):
@@ -37,7 +43,14 @@ CASES = {
     "2d-8": dict(shape=(32, 32), offsets=offsets_from_shifts([1, 3, 5], neighbor=8), group=4, epm=[3, 2, 1, 1],
                  background="same", inplane=False),
     "3d": dict(shape=(4, 32, 32), offsets=EM_OFFSETS, group=3, epm=[3, 2, 1, 1], background="none", inplane=True),
+    # the authors' objectives: 2D H x the per-pixel mean with pairs leaving the image as ones;
+    # 3D the per-voxel mean, leaving pairs as zeros, the 3 nearest offsets at every level
+    "2d-official": dict(shape=(32, 48), offsets=offsets_from_shifts([1, 3, 5, 9, 27]), group=2, epm=[4, 3, 2, 1],
+                        background="same", inplane=False, normalize="width", outside="one"),
+    "3d-official": dict(shape=(4, 32, 32), offsets=EM_OFFSETS, group=3, epm=[1, 1, 1, 1], background="none",
+                        inplane=True, normalize="mean", outside="zero"),
 }
+OUTSIDE = {"ignore": None, "one": 1, "zero": 0}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -48,23 +61,87 @@ def test_loss_composition_matches_reference(case):
     emb = _pyramid(rng, 2, c["shape"], inplane_only=c["inplane"])
     emb2 = _pyramid(rng, 2, c["shape"], inplane_only=c["inplane"])
     weights = {"scm_weight": 1.5, "ccm_weight": 0.7, "epm_weight": 2.0}
-    cfg = make_config({"LOSS": {"epm_groups": c["epm"], "background": c["background"], **weights}}).LOSS
+    norm, outside = c.get("normalize", "mean"), c.get("outside", "ignore")
+    cfg = make_config({"LOSS": {"epm_groups": c["epm"], "background": c["background"], "normalize": norm,
+                                "outside_pairs": outside, **weights}}).LOSS
     loss = PEALoss(cfg, c["offsets"], c["group"])
     as_torch = lambda levels: {"embeddings": [torch.from_numpy(e).float() for e in levels],  # noqa: E731
                                "foreground": None}
     total, parts = loss(as_torch(emb), torch.from_numpy(labels), as_torch(emb2))
 
-    bg = c["background"]
-    scm = level_loss(emb[0], labels, c["offsets"], background=bg)
-    ccm = level_loss(emb[0], labels, c["offsets"], other=emb2[0], background=bg)
+    ref = dict(background=c["background"], normalize=norm, outside=OUTSIDE[outside])
+    scm = level_loss(emb[0], labels, c["offsets"], **ref)
+    ccm = level_loss(emb[0], labels, c["offsets"], other=emb2[0], **ref)
     epm = 0.0
     for level, groups in zip(emb[1:], c["epm"]):
         # level k: the first `groups` shift groups, on nearest-downsampled labels
         offsets = c["offsets"][: groups * c["group"]]
-        epm += level_loss(level, nearest(labels, level.shape[2:]), offsets, background=bg)
+        epm += level_loss(level, nearest(labels, level.shape[2:]), offsets, **ref)
     expected = {"scm": 1.5 * scm, "ccm": 0.7 * ccm, "epm": 2.0 * epm}
     assert parts == pytest.approx(expected, rel=1e-5)
     assert float(total) == pytest.approx(sum(expected.values()), rel=1e-5)
+
+
+def _tiny_case(normalize, outside):
+    """Labels [[1, 1, 2, 2], [1, 1, 2, 2]] (B = 1, H = 2, W = 4), offsets (-1, 0) and (0, -1),
+    one embedding everywhere (every affinity 1, so only target-0 pairs err, by 1 each), and a
+    1/2 level of one row [1, 2]."""
+    labels = torch.tensor([[[1, 1, 2, 2], [1, 1, 2, 2]]])
+    full, half = torch.ones(1, 3, 2, 4), torch.ones(1, 3, 1, 2)
+    out = {"embeddings": [full, half], "foreground": None}
+    cfg = make_config({"LOSS": {"epm_groups": [1], "normalize": normalize, "outside_pairs": outside}}).LOSS
+    return PEALoss(cfg, [(-1, 0), (0, -1)], 2)(out, labels, out)[1]
+
+
+@pytest.mark.parametrize("normalize, outside, scm", [
+    # (0, -1): 6 pairs inside (4 ones, 2 zeros), 2 leave the image. Counted as ones:
+    # f = 6/8 = 0.75, zeros weigh 3, sum 6, / (B x W = 4) = 1.5 (or / (B x H x W = 8)).
+    ("width", "one", 6 / 4),
+    ("mean", "one", 6 / 8),
+    ("mean", "ignore", 4 / 8),  # f = 4/6: zeros weigh 2
+    ("mean", "zero", 2 / 8),  # f = 4/8: weights 1
+])
+def test_tiny_batch_by_hand(normalize, outside, scm):
+    parts = _tiny_case(normalize, outside)
+    assert parts["scm"] == pytest.approx(scm) and parts["ccm"] == pytest.approx(scm)
+    # the 1/2 level: (-1, 0) has no pair inside; (0, -1) one pair inside (a zero, error 1) and
+    # one leaving: f = 1/2 (one), 0 (ignore, zero) -> 0.05: zeros weigh 1 either way; / 2
+    assert parts["epm"] == pytest.approx(0.5)
+
+
+def test_foreground_head_weights_from_the_batch():
+    """The authors' head loss: background weighs the number of foreground pixels and
+    foreground the number of background pixels; the mean is over the summed weights."""
+    torch.manual_seed(0)
+    logits = torch.randn(2, 2, 6, 5)
+    labels = torch.zeros(2, 6, 5, dtype=torch.long)
+    labels[:, 1:3, 1:4] = 3  # 12 foreground, 48 background pixels
+    out = {"embeddings": [torch.randn(2, 4, 6, 5)], "foreground": logits}
+    cfg = make_config({"LOSS": {"scm": False, "ccm": False, "epm": False, "mask_weight": 2.0,
+                                "fg_weighting": "batch"}}).LOSS
+    _, parts = PEALoss(cfg, [(0, -1)], 2)(out, labels)
+    ce = F.cross_entropy(logits, (labels > 0).long(), reduction="none")
+    w = torch.where(labels > 0, 48.0, 12.0)
+    assert parts["fg"] == pytest.approx(2.0 * float((w * ce).sum() / w.sum()), rel=1e-5)
+    fixed = make_config({"LOSS": {"scm": False, "ccm": False, "epm": False, "mask_weight": 2.0}}).LOSS
+    w = torch.where(labels > 0, 10.0, 1.0)
+    assert PEALoss(fixed, [(0, -1)], 2)(out, labels)[1]["fg"] == pytest.approx(2.0 * float((w * ce).sum() / w.sum()),
+                                                                              rel=1e-5)
+
+
+def test_paper_config_3d_levels_use_only_the_nearest_offsets():
+    cfg = load_config(ROOT / "scripts_ac3ac4" / "config" / "ac3ac4.yaml")
+    offsets, group = resolve_offsets(cfg.DATA)
+    levels = PEALoss(cfg.LOSS, offsets, group).level_offsets()
+    assert levels == [[(-1, 0, 0), (0, -1, 0), (0, 0, -1)]] * 4
+
+
+@pytest.mark.parametrize("config", ["scripts_cvppp/config/cvppp.yaml", "scripts_bbbc039v1/config/bbbc039v1.yaml"])
+def test_paper_configs_2d_state_the_authors_objective(config):
+    loss = load_config(ROOT / config).LOSS
+    assert (loss.normalize, loss.outside_pairs, loss.ccm_view, loss.ccm_pass, loss.ccm_detach) == \
+        ("width", "one", "official", "separate", True)
+    assert loss.epm_groups == [4, 3, 2, 1]
 
 
 def test_level_offsets_are_the_nearest_groups():

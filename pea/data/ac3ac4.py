@@ -17,6 +17,7 @@ import numpy as np
 
 from pea import schema as S
 from pea.affinity import widen_border
+from pea.augment_em import CHAIN_DEFAULTS, CHAIN_SPEC, ChainCrop
 from pea.data.common import Sample
 from pea.errors import PEAInputError
 from pea.io import read_h5
@@ -31,13 +32,14 @@ DATA_DEFAULTS = {
     "train_sections": 80,  # AC4: the first sections train, the rest validate
     "test_split": 20,  # split 'ac4': AC4's last sections (the authors' inference -ts)
     "widen_border": False,  # in-plane 3x3 border widening of the training labels
-    "em_augment": {},  # probabilities of the pea.augment_em transforms (empty: its defaults)
+    **CHAIN_DEFAULTS,  # em_augment (probabilities of the pea.augment_em transforms), ...
+    # (z, y, x) context read around a training crop, so that warps and shifts (almost) never
+    # bring mirrored borders into it; cut off again after augmentation
+    "augment_margin": [0, 16, 16],
 }
 DATA_SPEC = {"train_sections": S.number(1, integer=True), "test_split": S.number(1, integer=True),
-             "widen_border": S.boolean, "em_augment": S.mapping}
-# extra (z, y, x) context read around a training crop, so that warps and shifts (almost)
-# never bring mirrored borders into it; cut off again after augmentation
-AUGMENT_MARGIN = (0, 16, 16)
+             "widen_border": S.boolean, "augment_margin": S.sequence(S.number(0, integer=True), length=3),
+             **CHAIN_SPEC}
 
 
 def read_volume(path: Path, key: str = DATASET) -> np.ndarray:
@@ -105,40 +107,16 @@ def load_split(data_cfg: Mapping, split: str) -> list[Sample]:
     return [Sample(name, image, labels, None, labels.shape, labels)]
 
 
-class EMCrop:
-    """A training crop of `crop_size` (z, y, x): read with `AUGMENT_MARGIN` around it, EM
-    augmentation (pea.augment_em, probabilities from DATA.em_augment), centre-cropped and
-    borders widened (DATA.widen_border).
-
-    Called with a volume (Z, Y, X, 1) in [0, 1] and its labels (Z, Y, X) as
-    `pea.data.common.TrainDataset` does; returns the crop (z, y, x, 1) and its labels."""
+class EMCrop(ChainCrop):
+    """A training crop of `crop_size` (z, y, x) as `pea.augment_em.ChainCrop` makes it, its
+    borders widened afterwards (DATA.widen_border). Called with a volume (Z, Y, X, 1) in [0, 1]
+    and its labels (Z, Y, X); returns the crop (z, y, x, 1) and its labels."""
 
     def __init__(self, data_cfg: Mapping):
-        from pea.augment_em import EMAugmenter
-
         crop = [int(c) for c in data_cfg["crop_size"]]
         if len(crop) != 3 or min(crop) < 1:
             raise PEAInputError(f"DATA.crop_size {data_cfg['crop_size']}: need three positive sizes (z, y, x)")
-        self.crop = np.array(crop)
-        self.widen = bool(data_cfg["widen_border"])
-        self.augment = EMAugmenter(dict(data_cfg["em_augment"] or {}))
-
-    def __call__(self, image: np.ndarray, labels: np.ndarray,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        shape = np.array(labels.shape)
-        if (self.crop > shape).any():
-            raise PEAInputError(f"DATA.crop_size {self.crop.tolist()} is larger than the training volume "
-                                f"{tuple(shape)}")
-        margin = np.minimum(AUGMENT_MARGIN, (shape - self.crop) // 2)
-        size = self.crop + 2 * margin
-        start = (rng.random(3) * (shape - size + 1)).astype(int)
-        region = tuple(slice(s, s + n) for s, n in zip(start, size))
-        img, lab = self.augment(image[region + (0,)], labels[region], rng)
-        inner = tuple(slice(m, m + c) for m, c in zip(margin, self.crop))
-        img, lab = img[inner], lab[inner]
-        if self.widen:
-            lab = widen_border(lab)
-        return np.ascontiguousarray(img[..., None]), lab
+        super().__init__(data_cfg, widen_border if data_cfg["widen_border"] else None)
 
 
 def train_dataset(cfg, samples: Sequence[Sample]):

@@ -12,7 +12,8 @@ import tifffile
 from pea import schema as S
 from pea.augment import AUGMENT_2D_DEFAULTS, AUGMENT_2D_SPEC
 from pea.data.common import Sample, read_list, rescale
-from pea.data.common import train_dataset_2d as train_dataset  # noqa: F401 (reader interface)
+from pea.augment_em import CHAIN_DEFAULTS, CHAIN_SPEC, ChainCrop
+from pea.data.common import build_train_dataset, train_dataset_2d
 from pea.errors import PEAInputError
 from pea.io import read_labels
 
@@ -24,10 +25,17 @@ SUBMISSIONS: dict = {}  # no challenge file
 DATA_DEFAULTS = {
     "percentiles": [1.0, 99.8],  # per image, these percentiles map to 0 and 1 ([0, 100]: min-max)
     "channels": 1,  # the grey image repeated to this many input channels (the authors' network: 3)
+    # training crops: resized_crop (pea.augment.Augment2D and its keys) | chain (the authors':
+    # pea.augment_em.ChainCrop, the em_augment* keys, augment_margin, augment_pad)
+    "augment": "resized_crop",
     **AUGMENT_2D_DEFAULTS,
+    **CHAIN_DEFAULTS,
+    "augment_margin": [30, 30],  # chain: context around the crop (the authors' pad 30, crop 316)
 }
+AUGMENTS = ("resized_crop", "chain")
 DATA_SPEC = {"percentiles": S.sequence(S.number(0, 100), length=2), "channels": S.number(1, integer=True),
-             **AUGMENT_2D_SPEC}
+             "augment": S.choice(*AUGMENTS), "augment_margin": S.sequence(S.number(0, integer=True), length=2),
+             **AUGMENT_2D_SPEC, **CHAIN_SPEC}
 
 
 def split_names(data_dir: str | Path, split: str) -> list[str]:
@@ -113,3 +121,10 @@ def load_split(data_cfg, split: str) -> list[Sample]:
     return samples
 
 
+def train_dataset(cfg, samples: Sequence[Sample]):
+    """Random augmented training crops, made as DATA.augment says (docs/method.md section 6)."""
+    if cfg.DATA.augment not in AUGMENTS:
+        raise PEAInputError(f"DATA.augment = {cfg.DATA.augment!r}; use one of {', '.join(AUGMENTS)}")
+    if cfg.DATA.augment == "chain":
+        return build_train_dataset(cfg, samples, ChainCrop(cfg.DATA))
+    return train_dataset_2d(cfg, samples)
