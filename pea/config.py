@@ -101,6 +101,12 @@ DEFAULTS: dict[str, Any] = {
         "select_metric": None,  # the validation score that picks best.ckpt (voi, arand: lower is better)
         "model_dir": "../models",
         "device": "auto",  # auto | cpu | cuda | cuda:N
+        "amp": "off",  # network in bf16 | fp16 (autocast; fp16 with a gradient scaler); loss in float32
+        "channels_last": False,  # channels-last memory format for the network
+        "cudnn_benchmark": True,  # CUDA: let cuDNN pick the fastest convolution algorithms
+        "compile": False,  # torch.compile the network (a notice and plain eager mode where it cannot)
+        "batch_scope": "global",  # torchrun: batch_size is the global batch | per_process
+        "sync_bn": False,  # torchrun on CUDA: SyncBatchNorm across the processes
     },
     "TEST": {
         "partitioners": ["mutex"],  # any of mutex, waterz, lmc (inference flags choose among them)
@@ -196,6 +202,12 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("TRAIN", "valid_partitioner"): S.choice(*PARTITIONERS),
     ("TRAIN", "select_metric"): S.text(none=True),
     ("TRAIN", "model_dir"): S.text(),
+    ("TRAIN", "amp"): S.choice("off", "bf16", "fp16"),
+    ("TRAIN", "channels_last"): S.boolean,
+    ("TRAIN", "cudnn_benchmark"): S.boolean,
+    ("TRAIN", "compile"): S.boolean,
+    ("TRAIN", "batch_scope"): S.choice("global", "per_process"),
+    ("TRAIN", "sync_bn"): S.boolean,
     ("TRAIN", "device"): lambda v: None if isinstance(v, str) and (
         v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())) else "auto, cpu, cuda or cuda:N",
     ("TEST", "partitioners"): S.sequence(S.choice(*PARTITIONERS), empty=False),

@@ -14,6 +14,7 @@ from typing import Sequence
 
 from pea.config import Config, load_config, make_config, merge, yaml_load
 from pea.errors import PEAInputError, PEARunError
+from pea import distributed
 from pea.threads import configure_threads
 
 PATH_KEYS = (("DATA", "data_dir"), ("TRAIN", "model_dir"), ("TEST", "trained_dir"), ("TEST", "out_dir"),
@@ -99,7 +100,12 @@ def _train(script_dir: Path, argv) -> int:
         trainer.resume(run_dir / "last.ckpt" if args.resume == "last" else args.resume)
         print(f"resuming at iteration {trainer.iteration}")
     print(f"run folder: {run_dir}")
-    best = trainer.run()
+    try:
+        best = trainer.run()
+    finally:
+        distributed.stop(trainer.world)
+    if not trainer.world.main:
+        return 0
     print(f"best {cfg.TRAIN.select_metric} = {best['score']} at iteration {best['iteration']}; "
           f"checkpoints in {run_dir}")
     return 0

@@ -20,7 +20,8 @@ from pea.config import Config
 from pea.data import get_reader
 from pea.errors import PEAInputError, PEARunError
 from pea.io import remove_stale
-from pea.inference import segment_sample, select_device
+from pea import distributed
+from pea.inference import run_model, segment_sample, select_device
 from pea.losses import PEALoss
 from pea.threads import worker_init
 from pea.metrics import evaluate, summarize
@@ -48,6 +49,13 @@ def validate(model: torch.nn.Module, samples, cfg: Config, offsets, device, metr
     return summarize(rows)[0], rows
 
 
+class _Silent:
+    """A TensorBoard writer that writes nothing (ranks other than 0)."""
+
+    def add_scalar(self, *args, **kwargs) -> None:
+        return None
+
+
 def seeded_model(model_cfg: Mapping, seed: int) -> torch.nn.Module:
     """The network with its initial weights drawn from `seed` (the global generators are
     left as they were)."""
@@ -62,13 +70,20 @@ class Trainer:
     def __init__(self, cfg: Config, run_dir: str | Path, device: torch.device | None = None):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.device = device or select_device(cfg.TRAIN.device)
+        self.world = distributed.world()
+        self.batch, self.global_batch = distributed.batch_sizes(cfg.TRAIN.batch_size, cfg.TRAIN.batch_scope, self.world)
+        self.device = distributed.start(self.world, device or select_device(cfg.TRAIN.device))
         self.offsets, group = resolve_offsets(cfg.DATA)
         self.reader = get_reader(cfg.DATA.dataset)
         if cfg.TRAIN.select_metric is None:
             raise PEAInputError("TRAIN.select_metric is not set: name the validation score that picks best.ckpt")
         self.model = seeded_model(cfg.MODEL, cfg.TRAIN.seed).to(self.device)
         t = cfg.TRAIN
+        if self.world.size > 1 and cfg.LOSS.ccm and cfg.LOSS.ccm_pass == "separate" and not cfg.LOSS.ccm_detach:
+            raise PEAInputError("LOSS.ccm_pass separate needs LOSS.ccm_detach true when training on several "
+                                "processes (DDP allows one forward pass with gradients per step)")
+        self.net = self._prepare_network()
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
                                           weight_decay=t.weight_decay, amsgrad=t.amsgrad)
         self.loss = PEALoss(cfg.LOSS, self.offsets, group)
@@ -109,21 +124,50 @@ class Trainer:
             print(f"note: learning rate {', '.join(f'{v:g}' for v in sorted(old))} from the checkpoint "
                   f"replaced by TRAIN.lr = {lr:g}")
 
+    # -- the network as it trains: memory format, compilation, several processes ----------
+    def _prepare_network(self) -> torch.nn.Module:
+        """channels_last (TRAIN.channels_last), cuDNN autotuning (TRAIN.cudnn_benchmark, CUDA),
+        torch.compile (TRAIN.compile, with a notice where it cannot) and DDP across processes."""
+        t = self.cfg.TRAIN
+        if t.channels_last:
+            fmt = torch.channels_last if getattr(self.model, "spatial_dims", 2) == 2 else torch.channels_last_3d
+            self.model = self.model.to(memory_format=fmt)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
+        net = distributed.wrap(self.model, self.world, self.device, t.sync_bn)
+        if t.compile:
+            try:
+                net = torch.compile(net)
+            except Exception as err:  # no compiler, an unsupported platform or model
+                print(f"notice: TRAIN.compile: torch.compile is not available here ({type(err).__name__}); "
+                      f"training without it", file=sys.stderr)
+        return net
+
+    def _forward(self, x: torch.Tensor) -> dict:
+        """The network's output, in TRAIN.amp precision; the loss arithmetic stays float32."""
+        if self.cfg.TRAIN.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+        return run_model(self.net, x, self.cfg.TRAIN.amp)
+
     # -- one step ----------------------------------------------------------------------
     def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict]:
         """One optimisation step on a batch; returns the loss and its terms."""
         x, labels = x.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         if self.cross_view is not None:
-            out, out2 = self.cross_view(self.model, x, labels, self.iteration)
+            out, out2 = self.cross_view(self._forward, x, labels, self.iteration)
         else:
-            out, out2 = self.model(x), None
+            out, out2 = self._forward(x), None
         loss, parts = self.loss(out, labels, out2)
-        self._stop_unless_finite(loss, parts, "loss")
+        if self.world.size == 1:  # across processes the averaged gradient tells every rank at once
+            self._stop_unless_finite(loss, parts, "loss")
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
-        self._stop_unless_finite(grad_norm, parts, "gradient")
-        self.optimizer.step()
+        if not self.scaler.is_enabled():  # fp16: the scaler skips steps with overflowing gradients
+            self._stop_unless_finite(grad_norm, parts, "gradient")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         return float(loss.detach()), parts
 
     def _stop_unless_finite(self, value: torch.Tensor, parts: dict, what: str) -> None:
@@ -151,8 +195,9 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.TRAIN
         dataset = self.reader.train_dataset(cfg, self.reader.load_split(cfg.DATA, "train"))
         self.train_size = len(dataset.samples)
+        indices = distributed.sample_indices(self.iteration, t.iterations, self.batch, self.global_batch, self.world)
         return torch.utils.data.DataLoader(
-            dataset, batch_size=t.batch_size, sampler=range(self.iteration * t.batch_size, t.iterations * t.batch_size),
+            dataset, batch_size=self.batch, sampler=indices,
             num_workers=cfg.DATA.num_workers, pin_memory=self.device.type == "cuda", worker_init_fn=worker_init,
             persistent_workers=False, drop_last=True)
 
@@ -163,9 +208,13 @@ class Trainer:
 
     @contextmanager
     def _logs(self) -> Iterator:
-        """The TensorBoard writer and a `note(line)` that appends to log.txt, both closed on exit."""
+        """The TensorBoard writer and a `note(line)` that appends to log.txt, both closed on exit
+        (rank 0 only; the other ranks log nothing)."""
         from tensorboardX import SummaryWriter
 
+        if not self.world.main:
+            yield _Silent(), lambda line: None
+            return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         writer = SummaryWriter(str(self.run_dir / "tensorboard"))
         try:
@@ -217,13 +266,15 @@ class Trainer:
         if not valid_samples:
             print(f"warning: no validation samples: no validation scores and no best.ckpt, only "
                   f"last.ckpt every {t.save_every} iterations", file=sys.stderr)
-        remove_stale(self.run_dir)
+        if self.world.main:
+            remove_stale(self.run_dir)
         start = self.iteration
         with self._logs() as (writer, note):
             note(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} start at iteration {start} on {self.device}; "
                  f"{self.train_size} training, {len(valid_samples)} validation samples")
             self.model.train()
-            bar = tqdm(loader, total=t.iterations - start, initial=0, desc=self.cfg.NAME, dynamic_ncols=True)
+            bar = tqdm(loader, total=t.iterations - start, initial=0, desc=self.cfg.NAME, dynamic_ncols=True,
+                       disable=not self.world.main)
             running = []
             for x, labels in bar:
                 self.iteration += 1
@@ -237,6 +288,8 @@ class Trainer:
                         writer.add_scalar(f"loss/{k}", v, self.iteration)
                     note(f"iter {self.iteration} loss {mean:.5f} " + " ".join(f"{k} {v:.5f}" for k, v in parts.items()))
                 last = self.iteration == t.iterations
+                if not self.world.main:  # rank 0 alone validates and writes checkpoints
+                    continue
                 if valid_samples and (self.iteration % t.valid_every == 0 or last):
                     bar.write(f"[valid] iter {self.iteration}: {self._validate(valid_samples, writer, note)}")
                 if self.iteration % t.save_every == 0 or last:
