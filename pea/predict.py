@@ -3,9 +3,9 @@
     pea predict --model CKPT --input IN --output OUT [--config NAME|PATH] [--device DEV]
 
 - 2D (a network with 2D offsets): IN is a folder, a glob or one image (tif, png, jpg; grey or
-  RGB, any size); OUT gets `STEM.tif` per image (uint16, or uint32 past 65535 objects; with
-  several partitioners `OUT/METHOD/STEM.tif`) and, with `--save-affinities`,
-  `STEM_affinities.tif` (float32, C x H x W).
+  RGB, any size); OUT gets `STEM.tif` per image (uint16, or uint32 past 65535 objects; Mutex
+  Watershed and small-object merging as TEST says) and, with `--save-affinities`,
+  `STEM_affinities.tif` (float32, C x H x W at the working resolution, DATA.scale).
 - 3D: IN is `file.h5:DATASET`, `file.zarr/DATASET`, `file.n5/DATASET` or a TIFF stack; OUT is
   a zarr container with `affinities` (C, z, y, x), `fragments` and `segmentation`
   (`segmentation_METHOD` for further partitioners), chunked by `--block`. Blockwise
@@ -203,6 +203,9 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     from pea.inference import foreground_mask, predict, segment
     from pea.io import remove_stale
 
+    graph = [m for m in methods if m != "mutex"]
+    if graph:
+        raise PEAInputError(f"--{graph[0]}: waterz and multicut partition volumes; 2D images take --mutex")
     files = image_files(args.input)
     offsets, _ = resolve_offsets(cfg.DATA)
     test = Config(dict(cfg.TEST))
@@ -213,10 +216,8 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
         raise PEAInputError(f"{args.model}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
                             f"add --set TEST.mask=none")
     out = Path(args.output)
-    folders = [out] + ([out / m for m in methods] if len(methods) > 1 else [])
-    for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
-        remove_stale(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale(out)
     percentiles = cfg.DATA.get("percentiles")
     for path in tqdm(files, desc="segmenting"):
         image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
@@ -224,9 +225,8 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
         data = dict(cfg.DATA, padded_size=_padded(work.shape[:2], cfg.DATA.padded_size))
         affs, fg = predict(model, work, offsets, {"DATA": data, "TEST": test}, device)
         mask = foreground_mask(Sample(path.stem, work), fg, test)
-        for method, seg in segment(affs, offsets, test, mask, image.shape[:2], methods).items():
-            folder = out if len(methods) == 1 else out / method
-            _write_tif(folder / f"{path.stem}.tif", seg.astype(label_dtype(int(seg.max()))))
+        seg = segment(affs, offsets, test, mask, image.shape[:2], methods)["mutex"]
+        _write_tif(out / f"{path.stem}.tif", seg.astype(label_dtype(int(seg.max()))))
         if args.save_affinities:
             _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32))
     print(f"{len(files)} image(s) segmented into {out}")
