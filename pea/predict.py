@@ -91,8 +91,6 @@ def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from pea.affinity import resolve_offsets
     from pea.checkpoint import load_checkpoint, model_from_checkpoint
     from pea.inference import select_device
@@ -103,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     model, model_cfg = model_from_checkpoint(ckpt, "cpu", args.model)
     cfg.MODEL = model_cfg.MODEL
     offsets, _ = resolve_offsets(cfg.DATA)
-    is_3d = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
+    is_3d = model.spatial_dims == 3
     if is_3d != (len(offsets[0]) == 3):
         raise PEAInputError(f"{args.model}: a {'3D' if is_3d else '2D'} network, but the config's offsets are "
                             f"{len(offsets[0])}D; give the matching --config")
