@@ -15,6 +15,7 @@ Fragment ids must be below 2**32.
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import deque
 from typing import Sequence
 
@@ -57,7 +58,8 @@ def edge_statistics(frags: np.ndarray, affs: np.ndarray, offsets: Sequence[Offse
     """Edge keys and statistics of the pairs (p, p + offset) with p in the box `inner` of the
     fragments `frags` and p + offset inside `frags` (the box plus a halo covering the offsets,
     cut at the volume's border). `affs` (C, *inner) are the box's affinities. Fragment 0 is
-    no fragment."""
+    no fragment. Fragments must lie inside their block (as the blockwise run makes them):
+    only pairs of fragments that touch inside `frags` are kept."""
     if frags.size and frags.max() > MAX_ID:
         raise ValueError(f"fragment ids must be below 2**32, got {frags.max()}")
     is_nn = nearest(offsets)
@@ -76,11 +78,29 @@ def edge_statistics(frags: np.ndarray, affs: np.ndarray, offsets: Sequence[Offse
         sums, counts = np.bincount(inverse, weights=a), np.bincount(inverse).astype(np.float64)
         pair = np.stack([sums, counts], 1)
         parts.append((keys, np.concatenate([pair if is_nn[c] else np.zeros_like(pair), pair], axis=1)))
-    return merge_edges(parts)
+    keys, stats = merge_edges(parts)
+    keep = np.isin(keys, _touching(frags))
+    return keys[keep], stats[keep]
+
+
+def _touching(frags: np.ndarray) -> np.ndarray:
+    """Packed keys of the fragment pairs with face-adjacent voxels in `frags`.
+
+    Fragments lie inside their block, so two that a pair counted in a block joins touch, if
+    at all, inside that block's halo box: dropping the rest here (pairs of long offsets
+    between fragments that never touch) keeps every block's edge list short."""
+    keys = []
+    for axis in range(frags.ndim):
+        a = np.moveaxis(frags, axis, 0)
+        u, v = a[:-1].ravel(), a[1:].ravel()
+        keep = (u != v) & (u > 0) & (v > 0)
+        keys.append(np.unique(_pack(np.minimum(u[keep], v[keep]), np.maximum(u[keep], v[keep]))))
+    return np.unique(np.concatenate(keys))
 
 
 def face_edges(keys: np.ndarray, stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The region graph's edges: those of touching fragments (a nearest-neighbour pair)."""
+    """The region graph's edges (touching fragments, with a nearest-neighbour pair) as (E, 2)
+    node pairs, and their statistics."""
     keep = stats[:, NN_COUNT] > 0
     return unpack(keys[keep]), stats[keep]
 
@@ -131,6 +151,10 @@ class _HeapQueue:
         heapq.heappop(self.heap)
 
 
+def _compact(code: str, values: np.ndarray) -> array:
+    return array(code, np.asarray(values, dtype=np.int64 if code == "q" else np.float64).tobytes())
+
+
 def mean_affinity_agglomeration(n_nodes: int, uv: np.ndarray, aff_sum: np.ndarray, count: np.ndarray,
                                 threshold: float, bins: int = 256) -> np.ndarray:
     """waterz's region merging (`IterativeRegionMerging`) with the score 1 - mean affinity, on
@@ -140,10 +164,11 @@ def mean_affinity_agglomeration(n_nodes: int, uv: np.ndarray, aff_sum: np.ndarra
     comes up. `bins`: waterz's quantised queue (its `discretize_queue`, 256 in the paper's
     code) or 0 for an exact queue. Sums are float64 (waterz: running float32 means), so a score
     on a bin border may fall on the other side. Returns each node's root."""
-    eu, ev = [int(x) for x in uv[:, 0]], [int(x) for x in uv[:, 1]]
-    sums, counts = [float(x) for x in aff_sum], [float(x) for x in count]
-    score = [1.0 - s / c for s, c in zip(sums, counts)]
-    stale, deleted = [False] * len(eu), [False] * len(eu)
+    # compact per-edge storage (array, bytearray): the graph grows with the volume
+    eu, ev = _compact("q", uv[:, 0]), _compact("q", uv[:, 1])
+    sums, counts = _compact("d", aff_sum), _compact("d", count)
+    score = _compact("d", 1.0 - np.asarray(aff_sum, np.float64) / np.asarray(count, np.float64))
+    stale, deleted = bytearray(len(eu)), bytearray(len(eu))
     inc: dict[int, dict[int, int]] = {}
     queue = _BinQueue(bins) if bins else _HeapQueue()
     for e, (u, v) in enumerate(zip(eu, ev)):
@@ -156,7 +181,7 @@ def mean_affinity_agglomeration(n_nodes: int, uv: np.ndarray, aff_sum: np.ndarra
         if deleted[e]:
             continue
         if stale[e]:
-            score[e], stale[e] = 1.0 - sums[e] / counts[e], False
+            score[e], stale[e] = 1.0 - sums[e] / counts[e], 0
             queue.push(e, score[e])
             continue
         a, b = eu[e], ev[e]
@@ -176,7 +201,7 @@ def mean_affinity_agglomeration(n_nodes: int, uv: np.ndarray, aff_sum: np.ndarra
             if drop is not None:
                 sums[keep] += sums[drop]
                 counts[keep] += counts[drop]
-                deleted[drop], stale[keep] = True, True
+                deleted[drop], stale[keep] = 1, 1
     return _roots(parent)
 
 

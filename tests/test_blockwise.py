@@ -68,6 +68,15 @@ def test_block_affinities_equal_the_whole_volume(blend):
     assert grid.cost((5, 20, 24)) > 1
 
 
+def _block_fragments(affs, block):
+    """Fragments of each block on its own (as the blockwise run makes them), ids 1..N overall."""
+    frags = np.zeros(affs.shape[1:], np.uint64)
+    for box in _tiles(frags.shape, block):
+        local = fragments_3d(affs[(slice(None),) + box])
+        frags[box] = local + np.uint64(frags.max())
+    return frags
+
+
 def _blockwise_graph(frags, affs, block):
     parts = []
     for box in _tiles(frags.shape, block):
@@ -80,7 +89,7 @@ def test_merged_block_graphs_are_the_whole_volume_rag():
     from elf.segmentation import features as feats
 
     affs = _affinities()
-    frags = fragments_3d(affs)
+    frags = _block_fragments(affs, (4, 16, 20))
     uv, stats = _blockwise_graph(frags, affs, (4, 16, 20))
     rag = feats.compute_rag(frags)
     np.testing.assert_array_equal(uv, np.asarray(rag.uv_ids()))
@@ -99,7 +108,7 @@ def test_mean_affinity_agglomeration_is_waterz(bins, threshold):
     import waterz
 
     affs = _affinities(seed=2)
-    frags = fragments_3d(affs)
+    frags = _block_fragments(affs, (5, 20, 24))
     uv, stats = _blockwise_graph(frags, affs, (5, 20, 24))
     roots = mean_affinity_agglomeration(int(frags.max()) + 1, uv, stats[:, NN_SUM], stats[:, NN_COUNT], threshold, bins)
     expected = next(iter(waterz.agglomerate(np.ascontiguousarray(affs[:3]), [threshold], fragments=frags.copy(),
@@ -110,7 +119,7 @@ def test_mean_affinity_agglomeration_is_waterz(bins, threshold):
 
 def test_multicut_and_small_objects_on_the_merged_graph():
     affs = _affinities(seed=3)
-    frags = fragments_3d(affs)
+    frags = _block_fragments(affs, (5, 20, 24))
     uv, stats = _blockwise_graph(frags, affs, (5, 20, 24))
     n = int(frags.max()) + 1
     labels = multicut_labels(n, uv, 1.0 - stats[:, ALL_SUM] / stats[:, ALL_COUNT], stats[:, ALL_COUNT])
