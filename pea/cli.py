@@ -34,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     except PEAInputError as err:
         print(f"pea {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a read-only, missing or full place to write
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"pea {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
