@@ -9,8 +9,8 @@ DEMO_RUN := cvppp_demo
 
 install:
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
-	@$(PYTHON) -c "import pea._overlap, elf, waterz, mahotas, tensorboardX, pytest" 2>/dev/null || \
-		$(PYTHON) -m pip install -q -e ".[em,test]"
+	@$(PYTHON) -c "import pea._overlap, elf, waterz, mahotas, tensorboardX, zarr, dask, distributed, pytest" \
+		2>/dev/null || $(PYTHON) -m pip install -q -e ".[em,blockwise,test]"
 
 demo: demo-cvppp
 

@@ -1,4 +1,4 @@
-"""The `pea` command: `pea evaluate`, `pea synth`, `pea convert`."""
+"""The `pea` command: `pea evaluate`, `pea synth`, `pea convert`, `pea predict`."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +12,7 @@ COMMANDS = {
     "evaluate": ("pea.evaluate", "score label images: SBD, DiC, AJI, PQ, VOI, ARAND, ..."),
     "synth": ("pea.synth.cli", "generate look-alike data sets in the real on-disk layouts"),
     "convert": ("pea.data.convert", "convert official annotations to the layout the readers use"),
+    "predict": ("pea.predict", "segment your own images or volume (blockwise on dask for large volumes)"),
 }
 
 
@@ -32,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(importlib.import_module(args._module).run(args) or 0)
     except PEAInputError as err:
         print(f"pea {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # a read-only, missing or full place to write
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"pea {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
         return 2
 
 

@@ -4,6 +4,7 @@ by the partitioners TEST.partitioners names (docs/method.md section 7)."""
 from __future__ import annotations
 
 import sys
+from functools import partial
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -18,6 +19,8 @@ from pea.config import PARTITIONERS
 from pea.errors import PEAInputError
 from pea.data.common import Sample, pad_to, padded_shape, resize
 from pea.postprocess import merge_small_objects, mutex_watershed
+from pea.windows import WindowGrid, fill_first_plane, gaussian_weight  # noqa: F401 (re-exported)
+from pea.windows import starts as _starts  # noqa: F401 (re-exported)
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -73,89 +76,19 @@ def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[O
     return affs, fg
 
 
-def _profile(n: int, overlap: int) -> np.ndarray:
-    """Blending weights along one window axis: a linear ramp over the overlap, never 0."""
-    i = np.arange(n, dtype=np.float64)
-    ramp = max(1, overlap)
-    return np.clip(np.minimum(i + 1, n - i) / (ramp + 1), 1.0 / (ramp + 1), 1.0)
-
-
-def _starts(n: int, window: int, overlap: int) -> list[int]:
-    """Window starts covering [0, n) with at least `overlap` between neighbours."""
-    if window >= n:
-        return [0]
-    step = max(1, window - overlap)
-    starts = list(range(0, n - window, step)) + [n - window]
-    return sorted(set(starts))
-
-
-def _windows(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int],
-             starts: Sequence[Sequence[int]], data_cfg: Mapping, device: torch.device, progress: bool,
-             batch: int = 1, amp: str = "off"):
-    """(slices, affinities (C, *window) on the device) of every window whose starts the grid
-    names, `batch` windows per forward pass."""
-    grid = np.stack(np.meshgrid(*starts, indexing="ij"), -1).reshape(-1, len(window))
-    bar = tqdm(total=len(grid), desc="sliding windows", disable=not progress, leave=False)
-    for first in range(0, len(grid), batch):
-        slices = [tuple(slice(s, s + w) for s, w in zip(start, window)) for start in grid[first:first + batch]]
-        x = torch.cat([to_input(volume[sl], data_cfg["normalize"], device) for sl in slices])
-        affs = embedding_affinity(run_model(model, x, amp)["embeddings"][0], offsets)
-        yield from zip(slices, affs)
-        bar.update(len(slices))
-    bar.close()
-
-
 @torch.no_grad()
 def predict_volume(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int],
                    overlap: Sequence[int], data_cfg: Mapping, device: torch.device,
                    progress: bool = True, batch: int = 1, amp: str = "off") -> np.ndarray:
     """Affinities (C, *spatial) of a volume (*spatial, C_in) by overlapping sliding windows,
-    `batch` windows per forward pass, blended on the device.
+    `batch` windows per forward pass (TEST.window_batch), blended on the device.
 
     Each window's affinities count only where the partner voxel lies inside the window, and
-    are blended with separable ramp weights. Because both the weights and the validity are
-    products over the axes, the normaliser is an outer product of 1D sums: memory is the
-    input, the output and one batch of windows.
+    are blended with separable ramp weights (`pea.windows.WindowGrid`, blend `ramp`): memory
+    is the input, the output and one batch of windows.
     """
-    spatial = volume.shape[:-1]
-    window = [min(int(w), int(n)) for w, n in zip(window, spatial)]
-    starts = [_starts(n, w, o) for n, w, o in zip(spatial, window, overlap)]
-    profiles = [_profile(w, o) for w, o in zip(window, overlap)]
-    weight = np.ones(window, dtype=np.float32)
-    for d, p in enumerate(profiles):
-        weight *= p.reshape([-1 if k == d else 1 for k in range(len(spatial))]).astype(np.float32)
-    weight = torch.from_numpy(_validity(offsets, window) * weight).to(device)
-    out = torch.zeros((len(offsets),) + tuple(spatial), device=device)
-    for sl, affs in _windows(model, volume, offsets, window, starts, data_cfg, device, progress, batch, amp):
-        out[(slice(None),) + sl] += torch.relu(affs) * weight
-    for c, off in enumerate(offsets):
-        norm = np.ones((), dtype=np.float64)
-        for d, (n, w, o, st) in enumerate(zip(spatial, window, off, starts)):
-            axis_sum = np.zeros(n)
-            ok = profiles[d] * _axis_valid(o, w)
-            for s in st:
-                axis_sum[s : s + w] += ok
-            norm = np.multiply.outer(norm, axis_sum)
-        out[c] /= torch.from_numpy(np.where(norm > 0, norm, 1.0).astype(np.float32)).to(device)
-    return out.cpu().numpy()
-
-
-def gaussian_weight(window: Sequence[int], sigma: float = 0.2) -> np.ndarray:
-    """The authors' window weight: 1e-6 + exp(-d^2 / (2 sigma^2)), d the distance from the
-    centre on a grid running from -1 to 1 along every axis (docs/method.md section 7)."""
-    grids = np.meshgrid(*[np.linspace(-1, 1, int(w), dtype=np.float32) for w in window], indexing="ij")
-    dist = np.sqrt(sum(g * g for g in grids))
-    return (1e-6 + np.exp(-(dist ** 2) / np.float32(2.0 * sigma ** 2))).astype(np.float32)
-
-
-def fill_first_plane(affs: torch.Tensor, offsets: Sequence[Offset]) -> torch.Tensor:
-    """For each unit-step offset (-1 along one axis), its first plane along that axis, where
-    the partner lies outside, takes the values of the second plane (the authors' windows)."""
-    for c, off in enumerate(offsets):
-        axes = [a for a, o in enumerate(off) if o]
-        if len(axes) == 1 and off[axes[0]] == -1 and affs.shape[axes[0] + 1] > 1:
-            affs[c].narrow(axes[0], 0, 1).copy_(affs[c].narrow(axes[0], 1, 1))
-    return affs
+    grid = WindowGrid.create(volume.shape[:-1], offsets, window, overlap, "ramp")
+    return _blend_whole(grid, model, volume, data_cfg, device, progress, batch, amp)
 
 
 @torch.no_grad()
@@ -166,33 +99,16 @@ def predict_volume_gaussian(model: torch.nn.Module, volume: np.ndarray, offsets:
     """The authors' sliding windows: the volume reflect-padded by `context`, windows at
     stride window - overlap (the last one flush with the end), the unit-step channels' first
     plane filled, ReLU, and a Gaussian-weighted mean of all windows; cropped back."""
-    context = [int(c) for c in (context or [0] * (volume.ndim - 1))]
-    padded = np.pad(volume, [(c, c) for c in context] + [(0, 0)], mode="reflect")
-    spatial = padded.shape[:-1]
-    window = [min(int(w), int(n)) for w, n in zip(window, spatial)]
-    starts = [_starts(n, w, o) for n, w, o in zip(spatial, window, overlap)]
-    weight = torch.from_numpy(gaussian_weight(window)).to(device)
-    out = torch.zeros((len(offsets),) + tuple(spatial), device=device)
-    total = torch.zeros(spatial, device=device)
-    for sl, affs in _windows(model, padded, offsets, window, starts, data_cfg, device, progress, batch, amp):
-        out[(slice(None),) + sl] += torch.relu(fill_first_plane(affs, offsets)) * weight
-        total[sl] += weight
-    out /= total
-    return out[(slice(None),) + tuple(slice(c, n - c) for c, n in zip(context, spatial))].cpu().numpy()
+    grid = WindowGrid.create(volume.shape[:-1], offsets, window, overlap, "gaussian", context)
+    return _blend_whole(grid, model, volume, data_cfg, device, progress, batch, amp)
 
 
-def _axis_valid(o: int, w: int) -> np.ndarray:
-    i = np.arange(w)
-    return ((i + o >= 0) & (i + o < w)).astype(np.float64)
-
-
-def _validity(offsets: Sequence[Offset], window: Sequence[int]) -> np.ndarray:
-    """(C, *window) 1 where the partner voxel lies inside the window."""
-    out = np.ones((len(offsets),) + tuple(window), dtype=np.float32)
-    for c, off in enumerate(offsets):
-        for d, (o, w) in enumerate(zip(off, window)):
-            out[c] *= _axis_valid(o, w).reshape([-1 if k == d else 1 for k in range(len(window))]).astype(np.float32)
-    return out
+def _blend_whole(grid: WindowGrid, model: torch.nn.Module, volume: np.ndarray, data_cfg: Mapping,
+                 device: torch.device, progress: bool, batch: int = 1, amp: str = "off") -> np.ndarray:
+    whole = tuple(slice(0, n) for n in grid.shape)
+    bar = partial(tqdm, desc="sliding windows", disable=not progress, leave=False)
+    return grid.blend(partial(run_model, model, amp=amp), volume, whole,
+                      partial(to_input, mode=data_cfg["normalize"], device=device), bar, batch)
 
 
 def predict(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], cfg: Mapping,

@@ -53,30 +53,39 @@ def _merge_by_contact(seg: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     touches most. Objects touching only background are kept. Ids are relabelled 1..N."""
     seg = relabel_sequential(np.asarray(seg).astype(np.int64))[0]
     for min_size in sizes:
-        counts = np.bincount(seg.ravel())
-        small = counts < min_size
-        small[0] = False
-        if not small.any():
-            continue
-        first, second, contact = _contacts(seg)
-        keep = small[first] & (second != 0)
-        first, second, contact = first[keep], second[keep], contact[keep]
-        if first.size == 0:
-            continue
-        # the most-touched neighbour of each small object: sort by (object, contact)
-        order = np.lexsort((contact, first))
-        first, second = first[order], second[order]
-        last = np.r_[first[1:] != first[:-1], True]
-        target = np.arange(counts.size)
-        target[first[last]] = second[last]
-        # two small objects pointing at each other: the smaller id keeps its label
-        ids = np.arange(target.size)
-        mutual = (target[target] == ids) & (target > ids)
-        target[mutual] = ids[mutual]
-        for _ in range(int(np.ceil(np.log2(max(2, target.size)))) + 1):
-            target = target[target]
-        seg = target[seg]
+        target = contact_targets(np.bincount(seg.ravel()), *_contacts(seg), min_size)
+        if target is not None:
+            seg = target[seg]
     return relabel_sequential(seg)[0]
+
+
+def contact_targets(counts: np.ndarray, first: np.ndarray, second: np.ndarray, contact: np.ndarray,
+                    min_size: int) -> np.ndarray | None:
+    """One pass of the contact rule on a graph of ids 0..N (0: background): the id each id
+    becomes, or None when nothing merges. `counts`: the sizes of the ids; `first`, `second`,
+    `contact`: the touching pairs (both orders, sorted by first then second) and their contact
+    sizes. Each id under `min_size` that touches a foreground id joins the one it touches
+    most (ties: the larger id); two small ids pointing at each other: the smaller keeps its id."""
+    small = counts < min_size
+    small[0] = False
+    if not small.any():
+        return None
+    keep = small[first] & (second != 0)
+    first, second, contact = first[keep], second[keep], contact[keep]
+    if first.size == 0:
+        return None
+    # the most-touched neighbour of each small object: sort by (object, contact)
+    order = np.lexsort((contact, first))
+    first, second = first[order], second[order]
+    last = np.r_[first[1:] != first[:-1], True]
+    target = np.arange(counts.size)
+    target[first[last]] = second[last]
+    ids = np.arange(target.size)
+    mutual = (target[target] == ids) & (target > ids)
+    target[mutual] = ids[mutual]
+    for _ in range(int(np.ceil(np.log2(max(2, target.size)))) + 1):
+        target = target[target]
+    return target
 
 
 def _window_pass(seg: np.ndarray, threshold: int, window: int) -> np.ndarray:

@@ -3,25 +3,15 @@ trained_models/, on generated data: validation and test modes in 2D, every 3D me
 from pathlib import Path
 
 import h5py
-import torch
+from checkpoints import authors_checkpoint
 
 from pea.inference_cli import image_inference_main, volume_inference_main
-from pea.models import build_model
 from pea.scripts import train_main
 from pea.synth.bbbc039 import generate_bbbc039
 from pea.synth.cvppp import generate_cvppp
 from pea.synth.em import generate_em
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _authors_checkpoint(path: Path, backbone: str, in_channels: int, filters, fg_head: bool) -> None:
-    """A random-weight network saved as the authors save (legacy serialisation, no config)."""
-    torch.manual_seed(0)
-    model = build_model({"backbone": backbone, "in_channels": in_channels, "filters": filters, "fg_head": fg_head})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"current_iter": 1000, "valid_result": None, "model_weights": model.state_dict()}, path,
-               _use_new_zipfile_serialization=False)
 
 
 def _sets(**keys) -> list[str]:
@@ -33,7 +23,7 @@ def test_cvppp_validation_and_test(tmp_path):
     generate_cvppp(data, seed=1, n_train=3, n_test=2, n_valid=2, height=80, width=72, min_leaves=3, max_leaves=5)
     trained = tmp_path / "trained_models"
     for name in ("cvppp-validation", "cvppp-test"):
-        _authors_checkpoint(trained / "cvppp" / f"{name}.ckpt", "resunet_official", 3, [4, 8, 8, 16, 16], True)
+        authors_checkpoint(trained / "cvppp" / f"{name}.ckpt", "resunet_official", 3, [4, 8, 8, 16, 16], True)
     sets = _sets(DATA__data_dir=data, DATA__padded_size="[80, 80]", TEST__trained_dir=trained,
                  TEST__out_dir=tmp_path / "inference", TRAIN__device="cpu")
     scripts = ROOT / "scripts_cvppp"
@@ -49,7 +39,7 @@ def test_bbbc039v1_test(tmp_path):
     data = tmp_path / "BBBC039V1"
     generate_bbbc039(data, seed=2, n_train=1, n_valid=1, n_test=2, height=96, width=112)
     trained = tmp_path / "trained_models"
-    _authors_checkpoint(trained / "bbbc039v1" / "bbbc039v1-test.ckpt", "resunet_official", 3, [4, 4, 8, 8, 16], True)
+    authors_checkpoint(trained / "bbbc039v1" / "bbbc039v1-test.ckpt", "resunet_official", 3, [4, 4, 8, 8, 16], True)
     sets = _sets(DATA__data_dir=data, DATA__padded_size="[128, 128]", TEST__trained_dir=trained,
                  TEST__out_dir=tmp_path / "inference", TRAIN__device="cpu")
     argv = ["-c=bbbc039v1", "-mn=bbbc039v1", "-id=bbbc039v1-test", "-m=test", "-s"] + sets
@@ -64,7 +54,7 @@ def test_ac3ac4_every_method(tmp_path):
     data = tmp_path / "AC3-AC4"
     generate_em(data, seed=3, depth=12, size=48, test_depth=6, object_size=16)
     trained = tmp_path / "trained_models"
-    _authors_checkpoint(trained / "ac3ac4" / "ac3ac4-test.ckpt", "superhuman_official", 1, [4, 4, 6, 6, 8], False)
+    authors_checkpoint(trained / "ac3ac4" / "ac3ac4-test.ckpt", "superhuman_official", 1, [4, 4, 6, 6, 8], False)
     sets = _sets(DATA__data_dir=data, TEST__trained_dir=trained, TEST__out_dir=tmp_path / "inference",
                  TEST__context="[2, 8, 8]", TRAIN__device="cpu")
     base = ["-c=ac3ac4", "-mn=ac3ac4", "-id=ac3ac4-test"]

@@ -1,0 +1,296 @@
+"""`pea predict`: segment your own images or volume with a trained network.
+
+    pea predict --model CKPT --input IN --output OUT [--config NAME|PATH] [--device DEV]
+
+- 2D (a network with 2D offsets): IN is a folder, a glob or one image (tif, png, jpg; grey or
+  RGB, any size); OUT gets `STEM.tif` per image (uint16, or uint32 past 65535 objects; Mutex
+  Watershed and small-object merging as TEST says) and, with `--save-affinities`,
+  `STEM_affinities.tif` (float32, C x H x W at the working resolution, DATA.scale).
+- 3D: IN is `file.h5:DATASET`, `file.zarr/DATASET`, `file.n5/DATASET` or a TIFF stack; OUT is
+  a zarr container with `affinities` (C, z, y, x), `fragments` and `segmentation`
+  (`segmentation_METHOD` for further partitioners), chunked by `--block`. Blockwise
+  (`pea.blockwise`) on a local dask cluster of `--workers` processes or on the cluster at
+  `--scheduler`; `--whole` segments the volume in memory as `scripts_ac3ac4/inference.py`.
+
+The network, its input normalisation and offsets come from the checkpoint's stored config, or
+from `--config` (needed for the authors' checkpoints, which carry none). Outputs are written to
+temporary names and renamed when complete.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from pea.config import PARTITIONERS, Config, load_config, make_config, merge, yaml_load
+from pea.errors import PEAInputError
+from pea.io import _one_line, atomic_write
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="checkpoint: the project's (config inside) or the authors'")
+    p.add_argument("--input", required=True, help="2D: folder, glob or image; 3D: file.h5:DATASET, "
+                                                  "file.zarr/DATASET, file.n5/DATASET or a TIFF stack")
+    p.add_argument("--output", required=True, help="2D: a folder; 3D: a zarr container (OUT.zarr)")
+    p.add_argument("--config", default=None, help="config name (cvppp, bbbc039v1, ac3ac4, ...) or a .yaml path; "
+                                                  "default: the checkpoint's own")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.key=VALUE")
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: TRAIN.device)")
+    for name in PARTITIONERS:
+        p.add_argument(f"--{name}", action="store_true", help=f"partition with {name} (default: TEST.partitioners)")
+    p.add_argument("--small-objects", default=None, metavar="YAML",
+                   help='merging passes: sizes "[5, 20]" (contact rule) or "[[5, 5], [20, 11]]" (window rule)')
+    p.add_argument("--merge-rule", choices=["contact", "window"], default=None, help="small-object merging rule")
+    p.add_argument("--save-affinities", action="store_true", help="2D: also write STEM_affinities.tif")
+    p.add_argument("--whole", action="store_true", help="3D: segment the volume in memory, not blockwise")
+    p.add_argument("--block", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="3D block and chunk size (default: 4 window strides per axis)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="local dask workers (default: one per GPU, at least 1; 0: in this process)")
+    p.add_argument("--scheduler", default=None, help="address of a dask.distributed scheduler to run on")
+
+
+def config_path(name: str) -> Path:
+    """A .yaml path, or the shipped config NAME found in scripts_*/config/."""
+    if name.endswith((".yaml", ".yml")) or os.sep in name:
+        return Path(name)
+    found = sorted(ROOT.glob(f"scripts_*/config/{name}.yaml"))
+    if not found:
+        known = sorted(p.stem for p in ROOT.glob("scripts_*/config/*.yaml"))
+        raise PEAInputError(f"--config {name}: no such config (shipped: {', '.join(known)}; or give a .yaml path)")
+    return found[0]
+
+
+def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
+    """--config, else the checkpoint's stored config; then --set, --small-objects, --merge-rule."""
+    stored = ckpt.get("config")
+    if args.config:
+        cfg = load_config(config_path(args.config))
+    elif isinstance(stored, Mapping):
+        cfg = make_config(stored, f"{args.model} (stored config)")
+    else:
+        raise PEAInputError(f"{args.model}: the checkpoint carries no config (the authors' format); "
+                            f"name one with --config (cvppp, bbbc039v1, ac3ac4 or a .yaml path)")
+    from pea.scripts import _parse_overrides
+
+    over = _parse_overrides(args.overrides)
+    if args.small_objects is not None:
+        over.setdefault("TEST", {})["small_objects"] = yaml_load(args.small_objects)
+    if args.merge_rule is not None:
+        over.setdefault("TEST", {})["merge_rule"] = args.merge_rule
+    return make_config(merge(cfg.to_dict(), over, "--set"), "--set") if over else cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from pea.affinity import resolve_offsets
+    from pea.checkpoint import load_checkpoint, model_from_checkpoint
+    from pea.inference import select_device
+
+    ckpt = load_checkpoint(args.model)
+    cfg = run_config(ckpt, args)
+    device = select_device(args.device or cfg.TRAIN.device)
+    model, model_cfg = model_from_checkpoint(ckpt, "cpu", args.model)
+    cfg.MODEL = model_cfg.MODEL
+    offsets, _ = resolve_offsets(cfg.DATA)
+    is_3d = model.spatial_dims == 3
+    if is_3d != (len(offsets[0]) == 3):
+        raise PEAInputError(f"{args.model}: a {'3D' if is_3d else '2D'} network, but the config's offsets are "
+                            f"{len(offsets[0])}D; give the matching --config")
+    methods = [m for m in PARTITIONERS if getattr(args, m)] or list(cfg.TEST.partitioners)
+    if is_3d:
+        return predict_volume_file(args, cfg, model.to(device) if args.whole else None, device, methods)
+    return predict_images(args, cfg, model.to(device), device, methods)
+
+
+# -- 2D ------------------------------------------------------------------------------------
+def image_files(spec: str) -> list[Path]:
+    """The images a folder, a glob or a file names (tif, png, jpg), sorted; stems unique."""
+    path = Path(spec)
+    if path.is_dir():
+        files = [f for f in path.iterdir() if not f.name.startswith(".")]
+    elif glob.has_magic(spec):
+        files = [Path(f) for f in glob.glob(spec)]
+    elif path.is_file():
+        files = [path]
+    else:
+        raise PEAInputError(f"{spec}: no such folder or file")
+    files = sorted(f for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise PEAInputError(f"{spec}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    stems: dict[str, Path] = {}
+    for f in files:
+        if f.stem in stems:
+            raise PEAInputError(f"{f} and {stems[f.stem]} would both be written as {f.stem}.tif")
+        stems[f.stem] = f
+    return files
+
+
+def read_image(path: Path, channels: int, percentiles: Sequence[float] | None) -> np.ndarray:
+    """An image as (H, W, channels) float32 in [0, 1]: integers over their type's maximum
+    (or `percentiles` mapped to 0 and 1), grey repeated to `channels`, RGB averaged to grey
+    for one channel, alpha dropped."""
+    from pea.volumes import to_unit
+
+    try:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            arr = tifffile.imread(path)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert("RGB") if img.mode in ("P", "PA", "CMYK", "YCbCr") else img)
+    except Exception as err:  # any decoder failure is an unreadable image
+        raise PEAInputError(f"{path}: cannot read image ({_one_line(err)})") from None
+    arr = np.squeeze(arr)
+    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
+        arr = np.moveaxis(arr, 0, -1)  # planar RGB
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4):
+        arr = arr[..., :-1]  # alpha
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3))):
+        raise PEAInputError(f"{path}: expected a grey or RGB image, got shape {arr.shape}")
+    if percentiles is not None:
+        from pea.data.bbbc039 import percentile_normalize
+
+        image = percentile_normalize(to_unit(arr, str(path)), percentiles)
+    else:
+        image = to_unit(arr, str(path))
+    image = image.reshape(image.shape[:2] + (-1,))
+    if image.shape[-1] == channels:
+        return image
+    if image.shape[-1] == 1:
+        return np.repeat(image, channels, axis=-1)
+    if channels == 1:
+        return image.mean(axis=-1, keepdims=True)
+    raise PEAInputError(f"{path}: {image.shape[-1]} channels, but the network takes {channels}")
+
+
+def _padded(shape: Sequence[int], configured: Sequence[int] | None) -> list[int]:
+    """DATA.padded_size where the image fits, else the next multiple of 16."""
+    configured = configured or [0] * len(shape)
+    return [max(int(p), -(-int(n) // 16) * 16) for p, n in zip(configured, shape)]
+
+
+def _write_tif(path: Path, array: np.ndarray) -> None:
+    import tifffile
+
+    with atomic_write(path) as tmp:
+        tifffile.imwrite(tmp, array)
+
+
+def label_dtype(n: int):
+    return np.uint16 if n < 2 ** 16 else np.uint32
+
+
+def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> int:
+    """Segment every image IN names into OUT (see the module docstring)."""
+    from tqdm import tqdm
+
+    from pea.affinity import resolve_offsets
+    from pea.data.common import Sample, rescale
+    from pea.inference import foreground_mask, predict, segment
+    from pea.io import remove_stale
+
+    graph = [m for m in methods if m != "mutex"]
+    if graph:
+        raise PEAInputError(f"--{graph[0]}: waterz and multicut partition volumes; 2D images take --mutex")
+    files = image_files(args.input)
+    offsets, _ = resolve_offsets(cfg.DATA)
+    test = Config(dict(cfg.TEST))
+    if test.mask == "gt":
+        print("notice: TEST.mask 'gt' needs ground truth; segmenting without a mask", file=sys.stderr)
+        test.mask = "none"
+    if test.mask == "pred" and not cfg.MODEL.fg_head:
+        raise PEAInputError(f"{args.model}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
+                            f"add --set TEST.mask=none")
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale(out)
+    percentiles = cfg.DATA.get("percentiles")
+    for path in tqdm(files, desc="segmenting"):
+        image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
+        work = rescale(image, float(cfg.DATA.scale), nearest=False)
+        data = dict(cfg.DATA, padded_size=_padded(work.shape[:2], cfg.DATA.padded_size))
+        affs, fg = predict(model, work, offsets, {"DATA": data, "TEST": test}, device)
+        mask = foreground_mask(Sample(path.stem, work), fg, test)
+        seg = segment(affs, offsets, test, mask, image.shape[:2], methods)["mutex"]
+        _write_tif(out / f"{path.stem}.tif", seg.astype(label_dtype(int(seg.max()))))
+        if args.save_affinities:
+            _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32))
+    print(f"{len(files)} image(s) segmented into {out}")
+    return 0
+
+
+# -- 3D ------------------------------------------------------------------------------------
+def default_block(test_cfg: Mapping, shape: Sequence[int]) -> tuple[int, ...]:
+    """Four window strides per axis (at least one window), within the volume."""
+    window, overlap = test_cfg["window"], test_cfg["overlap"] or [0] * len(shape)
+    return tuple(min(int(n), max(int(w), 4 * max(1, int(w) - int(o)))) for n, w, o in zip(shape, window, overlap))
+
+
+def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]) -> int:
+    """Segment the volume IN names into the zarr container OUT, blockwise or (--whole) in memory."""
+    import torch
+
+    from pea.blockwise import Executor, Job, check_blockwise, dask_client, segment_blockwise
+    from pea.volumes import atomic_directory, open_volume
+
+    with open_volume(args.input) as volume:
+        shape = tuple(int(n) for n in volume.shape)
+    if float(cfg.DATA.scale) != 1.0:
+        raise PEAInputError(f"DATA.scale = {cfg.DATA.scale}: volumes are segmented at their own resolution (1.0)")
+    if args.whole:
+        with atomic_directory(args.output) as tmp:
+            found = _whole_volume(args, cfg, model, device, methods, tmp)
+    else:
+        check_blockwise(cfg.TEST, methods)
+        block = tuple(args.block) if args.block else default_block(cfg.TEST, shape)
+        if any(b < 1 for b in block):
+            raise PEAInputError(f"--block {' '.join(map(str, block))}: sizes must be positive")
+        gpus = torch.cuda.device_count()
+        workers = args.workers if args.workers is not None else max(1, gpus)
+        threads = 0 if workers == 0 else max(1, (os.cpu_count() or 1) // workers)
+        job = Job(args.input, "", args.model, cfg.to_dict(), shape, block, args.device or cfg.TRAIN.device,
+                  int(cfg.MODEL.in_channels), threads)
+        print(f"{len(job.boxes)} block(s) of {block}; windows evaluated per window of the whole-volume grid: "
+              f"{job.grid.cost(block):.2f}", file=sys.stderr)
+        with atomic_directory(args.output) as tmp, dask_client(workers, args.scheduler) as client:
+            found = segment_blockwise(replace(job, output=str(tmp)), methods, Executor(client))
+    print(f"{args.output}: " + ", ".join(f"{m} {n} segments" for m, n in found.items()))
+    return 0
+
+
+def _whole_volume(args, cfg: Config, model, device, methods: Sequence[str], out: Path) -> dict[str, int]:
+    """The volume in memory: `pea.inference.predict` and `segment`, written as a container."""
+    import zarr
+
+    from pea.affinity import resolve_offsets
+    from pea.blockwise import _UnitChannels
+    from pea.inference import predict, segment
+    from pea.volumes import open_volume
+
+    with open_volume(args.input) as volume:
+        image = _UnitChannels(volume, int(cfg.MODEL.in_channels), args.input)[(slice(None),) * 3]
+    offsets, _ = resolve_offsets(cfg.DATA)
+    affs, _ = predict(model, image, offsets, cfg, device)
+    segs = segment(affs, offsets, cfg.TEST, None, image.shape[:3], methods)
+    group = zarr.open_group(out, mode="w", zarr_format=2)
+    chunks = default_block(cfg.TEST, image.shape[:3]) if cfg.TEST.window else image.shape[:3]
+    group.create_array("affinities", data=affs.astype(np.float32), chunks=(affs.shape[0],) + tuple(chunks))
+    names = {m: "segmentation" if i == 0 else f"segmentation_{m}" for i, m in enumerate(methods)}
+    for method, seg in segs.items():
+        dtype = np.uint32 if seg.max() < 2 ** 32 else np.uint64
+        group.create_array(names[method], data=seg.astype(dtype), chunks=tuple(chunks))
+    group.attrs.update({"offsets": [list(o) for o in offsets], "methods": list(methods), "arrays": names,
+                        "input": args.input, "checkpoint": os.path.abspath(args.model)})
+    return {m: int(s.max()) for m, s in segs.items()}
