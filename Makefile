@@ -57,3 +57,4 @@ bench: install
 	$(PYTHON) benchmarks/bench_targets.py
 	$(PYTHON) benchmarks/bench_metrics.py --quick
 	$(PYTHON) benchmarks/bench_inference.py --quick
+	$(PYTHON) benchmarks/bench_train.py --quick
