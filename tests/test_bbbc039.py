@@ -52,7 +52,7 @@ def test_configs_hold_the_paper_settings():
     assert cfg.DATA.padded_size == [704, 704] and cfg.DATA.pad_mode == "zero"
     assert (cfg.TEST.fg_min_size, cfg.TEST.fg_connectivity) == (25, 2)
     demo = load_config(SCRIPTS / "config" / "bbbc039v1_demo.yaml")
-    assert demo.DATA.dataset == "bbbc039v1" and demo.TEST.mask == "pred" and demo.MODEL.in_channels == 3
+    assert demo.DATA.dataset == "bbbc039v1" and demo.TEST.mask == "pred" and demo.MODEL.in_channels == 1  # the project input
     assert get_reader("bbbc039v1") is bbbc039
 
 
