@@ -18,10 +18,17 @@ def _free_port() -> int:
 
 
 def torchrun(n: int, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run under torchrun; a second try on another port if the first fails (the free port we
+    probe may be taken by another process, e.g. a dask cluster of another test, before
+    torchrun binds it). A real failure fails both tries."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
-           f"--master_port={_free_port()}", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    for _ in range(2):
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_addr=127.0.0.1",
+               f"--master_port={_free_port()}", *args]
+        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        if done.returncode == 0:
+            break
+    return done
 
 
 def test_two_processes_train_as_one(tiny_cvppp, tmp_path):
