@@ -300,6 +300,11 @@ def check_values(cfg: Mapping, source: str = "config") -> None:
     _check_metrics(cfg, source)
 
 
+def reported_metrics(cfg: Mapping, reader) -> list[str]:
+    """The metric selectors scored at inference and validation: TEST.metrics, else the reader's."""
+    return list(cfg["TEST"]["metrics"] or reader.METRICS)
+
+
 def _check_metrics(cfg: Mapping, source: str) -> None:
     """TEST.metrics are known selectors; TRAIN.select_metric is one of the scores reported."""
     from pea.metrics import select_metrics
@@ -313,7 +318,7 @@ def _check_metrics(cfg: Mapping, source: str) -> None:
         return
     from pea.data import get_reader
 
-    reported = select_metrics(list(cfg["TEST"]["metrics"] or get_reader(dataset).METRICS))
+    reported = select_metrics(reported_metrics(cfg, get_reader(dataset)))
     if metric not in reported:
         raise PEAInputError(f"{source}: TRAIN.select_metric = {metric!r}: expected one of {', '.join(reported)}")
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 from pea.affinity import resolve_offsets
 from pea.ccm import CrossView
 from pea.checkpoint import check_finite, load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: F401
-from pea.config import Config
+from pea.config import Config, reported_metrics
 from pea.data import get_reader
 from pea.errors import PEAInputError, PEARunError
 from pea.io import remove_stale
@@ -28,11 +28,6 @@ from pea.metrics import evaluate, summarize
 from pea.models import build_model, load_state_dict_checked
 
 LOWER_IS_BETTER = {"voi", "arand", "voi_split", "voi_merge", "abs_dic"}
-
-
-def reported_metrics(cfg: Mapping, reader) -> list[str]:
-    """The metric selectors scored at inference and validation: TEST.metrics, else the reader's."""
-    return list(cfg["TEST"]["metrics"] or reader.METRICS)
 
 
 def validate(model: torch.nn.Module, samples, cfg: Config, offsets, device, metrics) -> tuple[dict, list[dict]]:
