@@ -46,9 +46,9 @@ def time_steps(cfg, run: Path, iterations: int) -> dict:
     """Seconds per iteration and the share of each part of the step (after one warm-up step)."""
     import torch
 
-    from pea.train import Trainer
+    from pea.settings import trainer as build_trainer
 
-    trainer = Trainer(cfg, run)
+    trainer = build_trainer(cfg, run)
     loader = iter(trainer._loader())
     parts = {"data": 0.0, "network": 0.0, "loss": 0.0}
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
@@ -106,7 +106,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     from pea.config import merge
-    from pea.scripts import _config
+    from pea.scripts import script_config
 
     tmp = Path(tempfile.mkdtemp())
     data = synth(args.config, tmp / "data")

@@ -1,17 +1,20 @@
 """Pixel-Embedded Affinity (PEA, AAAI 2022) for homogeneous instance segmentation.
 
-`pea.load_model(path, device="cpu")`: the network of a checkpoint file, the project's own or
-one the authors released, loaded and in eval mode (see `pea.checkpoint`).
+    model = pea.load_model(path)                 # the authors' checkpoints: config="cvppp", ...
+    affs = pea.affinities(model, image)
+    labels = pea.segment(affs, model.offsets, method="mutex", strides=[5, 5])
+    scores = pea.evaluate(labels, gt, metrics=["sbd", "aji", "voi"])
+
+(`pea.api`); the four are imported on first use, so that `import pea` stays light.
 """
 
 __version__ = "0.1.0"
-__all__ = ["__version__", "load_model"]
+__all__ = ["__version__", "load_model", "affinities", "segment", "evaluate"]
 
 
 def __getattr__(name: str):
-    """`load_model` is imported on first use, so that `import pea` stays light."""
-    if name == "load_model":
-        from pea.checkpoint import load_model
+    if name in __all__[1:]:
+        from pea import api
 
-        return load_model
+        return getattr(api, name)
     raise AttributeError(f"module 'pea' has no attribute {name!r}")

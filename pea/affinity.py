@@ -49,25 +49,6 @@ def offsets_from_shifts(shifts: Sequence[int], neighbor: int = 4) -> list[Offset
     return offsets
 
 
-def resolve_offsets(data_cfg) -> tuple[list[Offset], int]:
-    """Offsets and the number of channels per shift group from a DATA config section:
-    DATA.offsets with DATA.group_size, or DATA.shifts with DATA.neighbor."""
-    if data_cfg.get("offsets"):
-        offsets = [tuple(int(v) for v in o) for o in data_cfg["offsets"]]
-        ndim = len(offsets[0])
-        if any(len(o) != ndim for o in offsets):
-            raise PEAInputError(f"DATA.offsets: all offsets need {ndim} entries, got {offsets}")
-        group = data_cfg.get("group_size")
-        if not isinstance(group, int) or isinstance(group, bool) or group < 1:
-            raise PEAInputError(f"DATA.group_size = {group!r}: with DATA.offsets, give the number of "
-                                f"offsets per shift group (a positive integer)")
-        return offsets, group
-    if not data_cfg.get("shifts"):
-        raise PEAInputError("DATA: set either DATA.shifts (with DATA.neighbor) or DATA.offsets")
-    neighbor = int(data_cfg.get("neighbor", 4))
-    return offsets_from_shifts(data_cfg["shifts"], neighbor), 2 if neighbor == 4 else 4
-
-
 def _pair_slices(offset: Offset, shape: Sequence[int]) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
     """Slices selecting the pixels p (first) and p + offset (second) that both lie inside."""
     src, dst = [], []

@@ -37,12 +37,13 @@ import numpy as np
 from skimage.segmentation import relabel_sequential
 from tqdm import tqdm
 
-from pea.affinity import Offset, resolve_offsets
+from pea import settings
+from pea.affinity import Offset
 from pea.errors import PEAInputError
 from pea.regiongraph import (ALL_COUNT, ALL_SUM, NN_COUNT, NN_SUM, edge_statistics, face_edges,
                              mean_affinity_agglomeration, merge_edges, merge_small_segments, multicut_labels)
 from pea.volumes import open_volume, to_unit
-from pea.windows import Box, WindowGrid, volume_grid
+from pea.windows import Box, WindowGrid
 
 BLOCKWISE_METHODS = ("waterz", "lmc")
 
@@ -63,11 +64,11 @@ class Job:
     offsets: tuple[Offset, ...] = field(init=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "offsets", tuple(resolve_offsets(self.cfg["DATA"])[0]))
+        object.__setattr__(self, "offsets", tuple(settings.offsets(self.cfg["DATA"])[0]))
 
     @property
     def grid(self) -> WindowGrid:
-        return volume_grid(self.shape, self.offsets, self.cfg["TEST"])
+        return settings.window_grid(self.shape, self.offsets, self.cfg["TEST"])
 
     @property
     def boxes(self) -> list[Box]:
@@ -80,7 +81,7 @@ class Job:
         return int(np.prod(self.block)) + 1
 
 
-class _UnitChannels:
+class UnitChannels:
     """A (z, y, x) volume seen as (z, y, x, C) float32 in [0, 1], converted where read."""
 
     def __init__(self, volume, channels: int, name: str):
@@ -148,7 +149,7 @@ def predict_block(job: Job, index: int) -> np.ndarray:
     box = job.boxes[index]
     model, device = _model(job)
     with open_volume(job.input) as volume:
-        source = _UnitChannels(volume, job.in_channels, job.input)
+        source = UnitChannels(volume, job.in_channels, job.input)
         affs = job.grid.blend(model, source, box,
                               partial(to_input, mode=job.cfg["DATA"]["normalize"], device=device))
     group = _group(job)

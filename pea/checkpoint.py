@@ -19,7 +19,7 @@ import torch
 
 from pea.config import Config, make_config
 from pea.errors import PEAInputError, PEARunError
-from pea.io import _one_line, atomic_write
+from pea.io import one_line, atomic_write
 from pea.models import build_model, load_state_dict_checked, official_model_config, strip_module_prefix
 
 
@@ -30,7 +30,7 @@ def save_checkpoint(path: Path, state: Mapping) -> None:
         with atomic_write(path) as tmp:
             torch.save(dict(state), tmp)
     except (OSError, RuntimeError) as err:  # torch reports a full disk as a RuntimeError
-        raise PEARunError(f"{path}: cannot write the checkpoint ({_one_line(err)})") from None
+        raise PEARunError(f"{path}: cannot write the checkpoint ({one_line(err)})") from None
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -51,7 +51,7 @@ def load_checkpoint(path: str | Path) -> dict:
 def _load_failure(err: Exception) -> str:
     """torch.load's reason in one line, without its advice to load with weights_only=False
     (which would run code from the file)."""
-    text = _one_line(err)
+    text = one_line(err)
     if "Weights only load failed" in text:
         found = re.search(r"(Unsupported global: GLOBAL \S+|Unsupported operand \S+)", text)
         return "it holds objects other than tensors and plain values" + (f": {found.group(1)}" if found else "")
@@ -93,10 +93,3 @@ def model_from_checkpoint(ckpt: Mapping, device: torch.device | str,
     load_state_dict_checked(model, weights, source)
     return model.to(device).eval(), cfg
 
-
-def load_model(path: str | Path, device: torch.device | str = "cpu") -> torch.nn.Module:
-    """The network of a project or official checkpoint file, loaded, in eval mode on `device`.
-
-    It maps (N, C, H, W) or (N, C, Z, Y, X) to {"embeddings": [full, 1/2, 1/4, 1/8, 1/16],
-    "foreground": logits or None}."""
-    return model_from_checkpoint(load_checkpoint(path), device, str(path))[0]

@@ -87,6 +87,10 @@ DEFAULTS: dict[str, Any] = {
         "iterations": 200000,
         "batch_size": 2,
         "lr": 1e-4,
+        "lr_schedule": "constant",  # constant (the authors') | cosine | poly, after a linear warm-up
+        "warmup": 0,  # warm-up iterations (0: none)
+        "lr_power": 0.9,  # poly: (1 - t) ** lr_power
+        "lr_final": 0.0,  # cosine and poly end at this fraction of TRAIN.lr
         "betas": [0.9, 0.999],
         "eps": 0.01,
         "weight_decay": 1e-6,
@@ -189,6 +193,10 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("TRAIN", "iterations"): _POSITIVE_INT,
     ("TRAIN", "batch_size"): _POSITIVE_INT,
     ("TRAIN", "lr"): S.number(0, above=True),
+    ("TRAIN", "lr_schedule"): S.choice("constant", "cosine", "poly"),
+    ("TRAIN", "warmup"): S.number(0, integer=True),
+    ("TRAIN", "lr_power"): S.number(0, above=True),
+    ("TRAIN", "lr_final"): S.number(0, 1),
     ("TRAIN", "betas"): S.sequence(S.number(0, 1), length=2),
     ("TRAIN", "eps"): S.number(0, above=True),
     ("TRAIN", "weight_decay"): S.number(0),

@@ -1,11 +1,17 @@
 """Prediction: affinities = ReLU(SCM of the full-resolution embedding), for the whole image
-(padded to DATA.padded_size) or by overlapping sliding windows (TEST.window); then instances
-by the partitioners TEST.partitioners names (docs/method.md section 7)."""
+(padded) or by overlapping sliding windows; then instances by the partitioners named
+(docs/method.md section 7).
+
+Every function takes arrays and keyword arguments with documented defaults;
+`PredictOptions` and `SegmentOptions` gather those arguments for the pipelines that pass them
+along (training validation, the inference scripts). `pea.settings` turns a config into them.
+"""
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -19,12 +25,12 @@ from pea.config import PARTITIONERS
 from pea.errors import PEAInputError
 from pea.data.common import Sample, pad_to, padded_shape, resize
 from pea.postprocess import merge_small_objects, mutex_watershed
-from pea.windows import WindowGrid, fill_first_plane, gaussian_weight  # noqa: F401 (re-exported)
-from pea.windows import starts as _starts  # noqa: F401 (re-exported)
+from pea.windows import WindowGrid
 
 
-def select_device(name: str = "auto") -> torch.device:
-    """CUDA when available (or asked for), else the CPU with a one-line notice."""
+def select_device(name: str = "auto", quiet: bool = False) -> torch.device:
+    """CUDA when available (or asked for), else the CPU with a one-line notice (unless `quiet`:
+    the other ranks of a torchrun job)."""
     if name != "auto":
         if name.startswith("cuda") and not torch.cuda.is_available():
             raise PEAInputError(f"device '{name}' was asked for but CUDA is not available here")
@@ -36,14 +42,20 @@ def select_device(name: str = "auto") -> torch.device:
             raise PEAInputError(f"device '{name}': use auto, cpu, cuda or cuda:N") from None
     if torch.cuda.is_available():
         return torch.device("cuda")
-    print("notice: CUDA is not available, running on the CPU", file=sys.stderr)
+    if not quiet:
+        print("notice: CUDA is not available, running on the CPU", file=sys.stderr)
     return torch.device("cpu")
 
 
-def to_input(image: np.ndarray, mode: str, device: torch.device) -> torch.Tensor:
+def to_input(image: np.ndarray, mode: str, device: torch.device | str = "cpu") -> torch.Tensor:
     """(*spatial, C) image in [0, 1] -> normalised (1, C, *spatial) tensor."""
     x = normalize(image, mode)
     return torch.from_numpy(np.ascontiguousarray(np.moveaxis(x, -1, 0)))[None].to(device)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of a network's first parameter (the CPU for a network without any)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -61,13 +73,62 @@ def run_model(model: torch.nn.Module, x: torch.Tensor, amp: str = "off") -> dict
     return {"embeddings": [e.float() for e in out["embeddings"]], "foreground": None if fg is None else fg.float()}
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """How affinities are computed (the keyword arguments of `predict`).
+
+    normalize: input normalisation of the [0, 1] image (none, unit, imagenet, percentile:
+        `pea.augment.normalize`); padded_size, pad_mode: whole-image inference pads to this
+        size (None: the next multiple of 16) by reflection or with zeros; window, overlap:
+        sliding windows (None: the whole image at once); blend: ramp (the project's) or gaussian
+        (the authors'), context: the gaussian windows' reflect-padding per axis; batch: windows
+        per forward pass; amp: off, bf16 or fp16 autocast of the network.
+    """
+
+    normalize: str = "none"
+    padded_size: Sequence[int] | None = None
+    pad_mode: str = "reflect"
+    window: Sequence[int] | None = None
+    overlap: Sequence[int] | None = None
+    blend: str = "ramp"
+    context: Sequence[int] | None = None
+    batch: int = 1
+    amp: str = "off"
+
+
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How instances are made from affinities (the keyword arguments of `segment`), and which
+    mask the partitioners get (`foreground_mask`: mask none, gt or pred; fg_min_size and
+    fg_connectivity clean the predicted one)."""
+
+    methods: Sequence[str] = ("mutex",)
+    strides: Sequence[int] | None = None
+    fragments: str = "project"
+    waterz_threshold: float = 0.5
+    small_objects: Sequence = ()
+    merge_rule: str = "contact"
+    mask: str = "none"
+    fg_min_size: int = 0
+    fg_connectivity: int = 1
+
+    def partition_args(self) -> dict:
+        """The keyword arguments of `segment` (all but the mask's)."""
+        skip = ("methods", "mask", "fg_min_size", "fg_connectivity")
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
 @torch.no_grad()
-def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], data_cfg: Mapping,
-                  device: torch.device, amp: str = "off") -> tuple[np.ndarray, np.ndarray | None]:
+def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], *,
+                  device: torch.device | str | None = None, normalize: str = "none",
+                  padded_size: Sequence[int] | None = None, pad_mode: str = "reflect",
+                  amp: str = "off") -> tuple[np.ndarray, np.ndarray | None]:
     """Affinities (C, *spatial) and foreground probability (*spatial) or None for one whole
-    image (*spatial, C) in [0, 1], padded to DATA.padded_size (DATA.pad_mode) and cropped back."""
-    padded, crop = pad_to(image, padded_shape(image.shape[:-1], data_cfg["padded_size"]), data_cfg["pad_mode"])
-    out = run_model(model, to_input(padded, data_cfg["normalize"], device), amp)
+    image (*spatial, C) in [0, 1], padded to `padded_size` (default: the next multiple of 16)
+    by `pad_mode` (reflect | zero) and cropped back."""
+    device = device or model_device(model)
+    padded, crop = pad_to(image, padded_shape(image.shape[:-1], padded_size), pad_mode)
+    out = run_model(model, to_input(padded, normalize, device), amp)
     affs = torch.relu(embedding_affinity(out["embeddings"][0], offsets))[0]
     affs = affs[(slice(None),) + crop].float().cpu().numpy()
     fg = out.get("foreground")
@@ -77,143 +138,138 @@ def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[O
 
 
 @torch.no_grad()
-def predict_volume(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int],
-                   overlap: Sequence[int], data_cfg: Mapping, device: torch.device,
-                   progress: bool = True, batch: int = 1, amp: str = "off") -> np.ndarray:
-    """Affinities (C, *spatial) of a volume (*spatial, C_in) by overlapping sliding windows,
-    `batch` windows per forward pass (TEST.window_batch), blended on the device.
+def predict_windows(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int], *,
+                    overlap: Sequence[int] | None = None, blend: str = "ramp", context: Sequence[int] | None = None,
+                    device: torch.device | str | None = None, normalize: str = "none", batch: int = 1,
+                    amp: str = "off", progress: bool = True) -> np.ndarray:
+    """Affinities (C, *spatial) of an image or volume (*spatial, C_in) by overlapping sliding
+    windows, `batch` windows per forward pass, blended on the device (`pea.windows.WindowGrid`).
 
-    Each window's affinities count only where the partner voxel lies inside the window, and
-    are blended with separable ramp weights (`pea.windows.WindowGrid`, blend `ramp`): memory
-    is the input, the output and one batch of windows.
+    blend ``ramp`` (the project's): an affinity counts only from windows holding both of its
+    voxels, blended with separable linear ramps; ``gaussian`` (the authors'): the volume
+    reflect-padded by `context`, the unit-step channels' first plane filled, Gaussian weights.
+    Memory is the input, the output and one batch of windows.
     """
-    grid = WindowGrid.create(volume.shape[:-1], offsets, window, overlap, "ramp")
-    return _blend_whole(grid, model, volume, data_cfg, device, progress, batch, amp)
-
-
-@torch.no_grad()
-def predict_volume_gaussian(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset],
-                            window: Sequence[int], overlap: Sequence[int], context: Sequence[int] | None,
-                            data_cfg: Mapping, device: torch.device, progress: bool = True, batch: int = 1,
-                            amp: str = "off") -> np.ndarray:
-    """The authors' sliding windows: the volume reflect-padded by `context`, windows at
-    stride window - overlap (the last one flush with the end), the unit-step channels' first
-    plane filled, ReLU, and a Gaussian-weighted mean of all windows; cropped back."""
-    grid = WindowGrid.create(volume.shape[:-1], offsets, window, overlap, "gaussian", context)
-    return _blend_whole(grid, model, volume, data_cfg, device, progress, batch, amp)
-
-
-def _blend_whole(grid: WindowGrid, model: torch.nn.Module, volume: np.ndarray, data_cfg: Mapping,
-                 device: torch.device, progress: bool, batch: int = 1, amp: str = "off") -> np.ndarray:
+    device = device or model_device(model)
+    grid = WindowGrid.create(volume.shape[:-1], offsets, window, overlap or [0] * len(window), blend, context)
     whole = tuple(slice(0, n) for n in grid.shape)
     bar = partial(tqdm, desc="sliding windows", disable=not progress, leave=False)
     return grid.blend(partial(run_model, model, amp=amp), volume, whole,
-                      partial(to_input, mode=data_cfg["normalize"], device=device), bar, batch)
+                      partial(to_input, mode=normalize, device=device), bar, batch)
 
 
-def predict(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], cfg: Mapping,
-            device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
-    """Affinities and foreground probability (or None) of one image (*spatial, C): by sliding
-    windows when TEST.window is set, else of the whole image at once."""
-    test = cfg["TEST"]
-    speed = {"batch": test["window_batch"], "amp": test["amp"]}
-    if test["window"] and test["window_blend"] == "gaussian":
-        affs = predict_volume_gaussian(model, image, offsets, test["window"], test["overlap"], test["context"],
-                                       cfg["DATA"], device, **speed)
-        return affs, None
-    if test["window"]:
-        affs = predict_volume(model, image, offsets, test["window"], test["overlap"], cfg["DATA"], device, **speed)
-        return affs, None
-    return predict_image(model, image, offsets, cfg["DATA"], device, test["amp"])
+def predict(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], *,
+            device: torch.device | str | None = None, normalize: str = "none",
+            padded_size: Sequence[int] | None = None, pad_mode: str = "reflect",
+            window: Sequence[int] | None = None, overlap: Sequence[int] | None = None, blend: str = "ramp",
+            context: Sequence[int] | None = None, batch: int = 1, amp: str = "off",
+            progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Affinities and foreground probability (or None) of one image or volume (*spatial, C):
+    by sliding windows when `window` is given (`predict_windows`), else of the whole image
+    at once (`predict_image`). The arguments are those of `PredictOptions`."""
+    if window:
+        return predict_windows(model, image, offsets, window, overlap=overlap, blend=blend, context=context,
+                               device=device, normalize=normalize, batch=batch, amp=amp, progress=progress), None
+    return predict_image(model, image, offsets, device=device, normalize=normalize, padded_size=padded_size,
+                         pad_mode=pad_mode, amp=amp)
 
 
-def foreground_mask(sample: Sample, fg_prob: np.ndarray | None, test_cfg: Mapping) -> np.ndarray | None:
-    """The mask for the partitioner: the given foreground ('gt'), the predicted one ('pred',
-    specks under `fg_min_size` removed) or none."""
-    mode = test_cfg["mask"]
+def foreground_mask(fg_prob: np.ndarray | None = None, *, mode: str = "none", given: np.ndarray | None = None,
+                    min_size: int = 0, connectivity: int = 1, name: str = "image") -> np.ndarray | None:
+    """The mask for the partitioners: the `given` foreground (mode ``gt``), the predicted one
+    (``pred``: `fg_prob` > 0.5, specks under `min_size` pixels connected by faces (1) or also
+    by corners (2) removed) or none (``none``). `name` names the image in errors."""
     if mode == "gt":
-        if sample.fg is None:
-            raise ValueError(f"{sample.name}: TEST.mask is 'gt' but the sample has no foreground mask")
-        return sample.fg.astype(bool)
+        if given is None:
+            raise ValueError(f"{name}: the mask is 'gt' but the sample has no foreground mask")
+        return given.astype(bool)
     if mode == "pred":
         if fg_prob is None:
-            raise ValueError("TEST.mask is 'pred' but the network has no foreground head (MODEL.fg_head)")
+            raise ValueError("the mask is 'pred' but the network has no foreground head (MODEL.fg_head)")
         mask = fg_prob > 0.5
-        if test_cfg["fg_min_size"] > 0:
-            mask = remove_small_objects(mask, max_size=int(test_cfg["fg_min_size"]) - 1,
-                                        connectivity=int(test_cfg["fg_connectivity"]))
+        if min_size > 0:
+            mask = remove_small_objects(mask, max_size=int(min_size) - 1, connectivity=int(connectivity))
         return mask
     return None
 
 
-def _graph_partition(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping,
-                     methods: Sequence[str]) -> dict[str, np.ndarray]:
-    """waterz and lmc as TEST.fragments says: `project` (one `fragments_3d` for both, lmc
-    costs from every offset) or `official` (the paper code's per-section fragments of each)."""
+def _graph_partition(affs: np.ndarray, offsets: Sequence[Offset], methods: Sequence[str], fragments: str,
+                     threshold: float) -> dict[str, np.ndarray]:
+    """waterz and lmc on the `fragments` graph: ``project`` (one `fragments_3d` for both, lmc
+    costs from every offset) or ``official`` (the paper code's per-section fragments of each)."""
     from pea.postprocess import (fragments_3d, maxima_fragments, multicut_segment, official_multicut,
                                  waterz_segment)
 
     wanted = [m for m in ("waterz", "lmc") if m in methods]
     if not wanted:
         return {}
-    if test_cfg["fragments"] == "official":
-        threshold = test_cfg["waterz_threshold"]
+    if fragments == "official":
         run = {"waterz": lambda: waterz_segment(affs, threshold, fragments=maxima_fragments(affs)),
                "lmc": lambda: official_multicut(affs, offsets)}
     else:
         frags = fragments_3d(affs)
-        run = {"waterz": lambda: waterz_segment(affs, test_cfg["waterz_threshold"], fragments=frags),
+        run = {"waterz": lambda: waterz_segment(affs, threshold, fragments=frags),
                "lmc": lambda: multicut_segment(affs, offsets, fragments=frags)}
     return {m: run[m]() for m in wanted}
 
 
-def partition(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping, methods: Sequence[str],
-              mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Instances from affinities by each partitioner in `methods` (mutex, waterz, lmc); waterz
-    and lmc build their graph as TEST.fragments says. Pixels outside `mask` get 0."""
+def partition(affs: np.ndarray, offsets: Sequence[Offset], methods: Sequence[str] = ("mutex",), *,
+              strides: Sequence[int] | None = None, mask: np.ndarray | None = None, fragments: str = "project",
+              waterz_threshold: float = 0.5) -> dict[str, np.ndarray]:
+    """Instances from affinities (C, *spatial) by each partitioner in `methods`: ``mutex``
+    (Mutex Watershed, long-range edges at `strides`, None: every edge), ``waterz`` (mean-affinity
+    agglomeration to `waterz_threshold`) and ``lmc`` (lifted multicut), the last two on the
+    `fragments` graph (project | official). Pixels outside `mask` get 0."""
     unknown = [m for m in methods if m not in PARTITIONERS]
     if unknown:
-        raise ValueError(f"unknown post-processing method '{unknown[0]}' ({', '.join(PARTITIONERS)})")
-    segs = _graph_partition(affs, offsets, test_cfg, methods)
+        raise ValueError(f"unknown partitioner '{unknown[0]}' ({', '.join(PARTITIONERS)})")
+    segs = _graph_partition(affs, offsets, methods, fragments, waterz_threshold)
     if mask is not None:
         for seg in segs.values():
             seg[~mask] = 0
     if "mutex" in methods:
-        segs["mutex"] = mutex_watershed(affs, offsets, test_cfg["strides"], mask)
+        segs["mutex"] = mutex_watershed(affs, offsets, strides, mask)
     return {method: segs[method] for method in methods}
 
 
-def finish(seg: np.ndarray, shape: Sequence[int], test_cfg: Mapping) -> np.ndarray:
-    """A partition brought to `shape` (the original image size, when working at another
-    scale), then small-object merging (TEST.small_objects, in original pixels, by
-    TEST.merge_rule) and ids 1..N in the order of the merged ids."""
-    if tuple(shape) != seg.shape:
+def finish(seg: np.ndarray, shape: Sequence[int] | None = None, *, small_objects: Sequence = (),
+           merge_rule: str = "contact") -> np.ndarray:
+    """A partition brought to `shape` (the original image size, when working at another scale;
+    None: as it is), then small objects merged (`small_objects` in original pixels: sizes for
+    the ``contact`` rule, [threshold, window] pairs for ``window``, see
+    `pea.postprocess.merge_small_objects`) and ids made 1..N in the order of the merged ids."""
+    if shape is not None and tuple(shape) != seg.shape:
         seg = resize(seg.astype(np.int64), shape, nearest=True)
-    if test_cfg["small_objects"]:
-        merged = merge_small_objects(seg, test_cfg["small_objects"], test_cfg["merge_rule"])
+    if small_objects:
+        merged = merge_small_objects(seg, small_objects, merge_rule)
         seg = relabel_sequential(merged)[0]
     return seg
 
 
-def segment(affs: np.ndarray, offsets: Sequence[Offset], test_cfg: Mapping, mask: np.ndarray | None = None,
-            shape: Sequence[int] | None = None, methods: Sequence[str] | None = None) -> dict[str, np.ndarray]:
-    """Instances from affinities: each partitioner of `methods` (default TEST.partitioners),
-    brought to `shape` (default the affinities' own) and small objects merged."""
-    shape = affs.shape[1:] if shape is None else shape
-    segs = partition(affs, offsets, test_cfg, methods or test_cfg["partitioners"], mask)
-    return {method: finish(seg, shape, test_cfg) for method, seg in segs.items()}
+def segment(affs: np.ndarray, offsets: Sequence[Offset], methods: Sequence[str] = ("mutex",), *,
+            strides: Sequence[int] | None = None, mask: np.ndarray | None = None, fragments: str = "project",
+            waterz_threshold: float = 0.5, small_objects: Sequence = (), merge_rule: str = "contact",
+            shape: Sequence[int] | None = None) -> dict[str, np.ndarray]:
+    """{method: labels}: `partition` by each of `methods`, then `finish` (brought to `shape`,
+    small objects merged)."""
+    segs = partition(affs, offsets, methods, strides=strides, mask=mask, fragments=fragments,
+                     waterz_threshold=waterz_threshold)
+    return {m: finish(seg, shape, small_objects=small_objects, merge_rule=merge_rule) for m, seg in segs.items()}
 
 
-def segment_sample(model: torch.nn.Module, sample: Sample, cfg: Mapping, offsets: Sequence[Offset],
-                   device: torch.device, methods: Sequence[str] | None = None) -> dict:
+def segment_sample(model: torch.nn.Module, sample: Sample, offsets: Sequence[Offset], *,
+                   device: torch.device | str | None = None, predict_options: PredictOptions = PredictOptions(),
+                   segment_options: SegmentOptions = SegmentOptions(),
+                   methods: Sequence[str] | None = None) -> dict:
     """Predict and partition one sample; segmentations come back at the original shape.
 
     Returns {"affs": (C, *spatial) at the working resolution, "fg": probability or None,
-    "mask": the partitioner's mask or None, "seg": {method: labels}}; `methods` defaults to
-    TEST.partitioners.
+    "mask": the partitioners' mask or None, "seg": {method: labels}}; `methods` defaults to
+    the options' methods.
     """
-    test = cfg["TEST"]
-    affs, fg = predict(model, sample.image, offsets, cfg, device)
-    mask = foreground_mask(sample, fg, test)
-    segs = segment(affs, offsets, test, mask, sample.shape, methods)
+    affs, fg = predict(model, sample.image, offsets, device=device, **asdict(predict_options))
+    opts = segment_options
+    mask = foreground_mask(fg, mode=opts.mask, given=sample.fg, min_size=opts.fg_min_size,
+                           connectivity=opts.fg_connectivity, name=sample.name)
+    segs = segment(affs, offsets, methods or opts.methods, mask=mask, shape=sample.shape, **opts.partition_args())
     return {"affs": affs, "fg": fg, "mask": mask, "seg": segs}

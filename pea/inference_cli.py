@@ -21,6 +21,23 @@ LABELS = {"sbd": "SBD", "abs_dic": "|DiC|", "dic": "DiC", "aji": "AJI", "aji_kum
           "voi_split": "VOI_split", "voi_merge": "VOI_merge", "voi": "VOI", "arand": "ARAND"}
 
 
+def partitioner_list(text: str) -> list[str]:
+    """`--partitioner mutex,waterz,lmc`: names separated by commas, each known, none twice."""
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in PARTITIONERS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected one or more of {', '.join(PARTITIONERS)}, "
+                                         f"separated by commas, each once")
+    return names
+
+
+def add_partitioner_flag(p: argparse.ArgumentParser, default: str = "TEST.partitioners") -> None:
+    """The project's one flag for choosing partitioners (`pea predict` and the 2D scripts)."""
+    p.add_argument("--partitioner", type=partitioner_list, default=None, metavar="NAMES",
+                   help=f"partitioners, comma-separated: mutex (Mutex Watershed), waterz, lmc (lifted "
+                        f"multicut) (default: {default})")
+
+
 def _parser(description: str) -> argparse.ArgumentParser:
     """The arguments every inference script takes (the authors' short forms first)."""
     p = argparse.ArgumentParser(description=description, allow_abbrev=False)
@@ -47,22 +64,22 @@ def image_parser() -> argparse.ArgumentParser:
     p.add_argument("-nb", "--neighbor", type=int, default=None, help="4 or 8 (overrides DATA.neighbor)")
     p.add_argument("-sf", "--shifts", type=str, default=None, help='e.g. "1,3,5,9,27" (overrides DATA.shifts)')
     p.add_argument("-sbd", "--if_sbd", action="store_false", help="do NOT compute SBD")
-    for name in PARTITIONERS:  # -mutex and -waterz too, so that they never parse as "-m utex"
-        flags = [f"--{name}"] + ([f"-{name}"] if name != "lmc" else [])
-        p.add_argument(*flags, action="store_true", help=f"partition with {name} (default: TEST.partitioners)")
+    add_partitioner_flag(p)
     return p
 
 
 def volume_parser() -> argparse.ArgumentParser:
-    """scripts_ac3ac4: `-ts -pm -sw -mutex -waterz -lmc` as the authors' (multicut runs unless
-    -lmc is given; -waterz and -mutex add those)."""
+    """scripts_ac3ac4: `-ts -pm -sw -mutex -waterz -lmc` as the authors' script has them (there the
+    multicut runs unless -lmc is given, and -waterz and -mutex add those)."""
     p = _parser("Segment a volume with a trained PEA network.")
     p.add_argument("-ts", "--test_split", type=int, default=20, help="mode ac4: segment its last N sections")
     p.add_argument("-pm", "--pixel_metric", action="store_true", help="also score the nearest affinities (MSE, BCE, F1)")
-    p.add_argument("-sw", "--show", action="store_true", help="write the nearest affinities of every section as PNG")
-    p.add_argument("-mutex", "--mutex", action="store_true", help="Mutex Watershed on all channels")
-    p.add_argument("-waterz", "--waterz", action="store_true", help="waterz agglomeration")
-    p.add_argument("-lmc", "--lmc", action="store_false", help="do NOT run the multicut (it runs by default)")
+    p.add_argument("-sw", "--show", action="store_true",
+                   help="(this script) write the nearest affinities of every section as PNG")
+    p.add_argument("-mutex", "--mutex", action="store_true", help="(this script) also run the Mutex Watershed")
+    p.add_argument("-waterz", "--waterz", action="store_true", help="(this script) also run waterz")
+    p.add_argument("-lmc", "--lmc", action="store_false",
+                   help="(this script, as the authors') do NOT run the multicut, which runs by default")
     return p
 
 
@@ -105,14 +122,16 @@ def _segment_split(run: Loaded, methods: Sequence[str], metrics: Sequence[str], 
     """Segment and score every sample, calling `on_sample(sample, result)` after each."""
     from tqdm import tqdm
 
-    from pea.affinity import resolve_offsets
+    from pea import settings
     from pea.inference import segment_sample
     from pea.metrics import evaluate
 
-    offsets, _ = resolve_offsets(run.cfg.DATA)
+    offsets, _ = settings.offsets(run.cfg.DATA)
+    options = {"predict_options": settings.predict_options(run.cfg),
+               "segment_options": settings.segment_options(run.cfg.TEST, methods)}
     out = Outputs({m: {} for m in methods}, {m: [] for m in methods}, {}, {})
     for sample in tqdm(run.samples, desc="segmenting"):
-        result = segment_sample(run.model, sample, run.cfg, offsets, run.device, methods=methods)
+        result = segment_sample(run.model, sample, offsets, device=run.device, **options)
         if keep_affs:
             out.affs[sample.name] = result["affs"]
         if result["mask"] is not None:
@@ -129,15 +148,15 @@ def _load(script_dir: Path, args, apply_flags: Callable) -> Loaded:
     """Config (with the flags applied), network, device, reader and samples; the output folder."""
     from pea.data import get_reader
     from pea.inference import select_device
-    from pea.scripts import _config, _threads, find_checkpoint
+    from pea.scripts import check_threads, find_checkpoint, script_config
     from pea.threads import configure_threads
-    from pea.train import load_checkpoint, model_from_checkpoint
+    from pea.checkpoint import load_checkpoint, model_from_checkpoint
 
     if args.max_images is not None and args.max_images < 1:
         raise PEAInputError(f"--max-images {args.max_images}: expected a positive number")
-    cfg = _config(script_dir, args.cfg, args.overrides)
+    cfg = script_config(script_dir, args.cfg, args.overrides)
     apply_flags(cfg, args)
-    print(configure_threads(_threads(args.threads)))
+    print(configure_threads(check_threads(args.threads)))
     device = select_device(args.device or cfg.TRAIN.device)
     path = find_checkpoint(cfg, args.model_name, args.model_id)
     model, ckpt_cfg = model_from_checkpoint(load_checkpoint(path), device, str(path))
@@ -197,21 +216,21 @@ def write_scores(path: Path, rows: list[dict], method: str) -> str:
 def image_inference_main(script_dir: str | Path, argv: Sequence[str] | None = None) -> int:
     """`inference.py -c=NAME -mn=MODEL -id=CKPT -m=validation|test [-s] [-sw] [-se] [-ne]
     [-sn N] [-sd N] [-nb 4|8] [-sf SHIFTS] [-sbd]`."""
-    from pea.scripts import _run
+    from pea.scripts import run_command
 
-    return _run(lambda a: _image_inference(Path(script_dir), image_parser().parse_args(a)), argv)
+    return run_command(lambda a: _image_inference(Path(script_dir), image_parser().parse_args(a)), argv)
 
 
 def _image_inference(script_dir: Path, args) -> int:
-    from pea.affinity import resolve_offsets
+    from pea import settings
+    from pea.config import reported_metrics
     from pea.metrics import select_metrics
-    from pea.train import reported_metrics
 
     run = _load(script_dir, args, _apply_image_flags)
-    channels = len(resolve_offsets(run.cfg.DATA)[0])
+    channels = len(settings.offsets(run.cfg.DATA)[0])
     if args.show and not args.show_embedding and not 1 <= args.show_num <= channels:
         raise PEAInputError(f"-sn/--show_num {args.show_num}: the affinities have {channels} channels (1..{channels})")
-    methods = [m for m in PARTITIONERS if getattr(args, m)] or list(run.cfg.TEST.partitioners)
+    methods = args.partitioner or list(run.cfg.TEST.partitioners)
     metrics = [k for k in select_metrics(reported_metrics(run.cfg, run.reader)) if args.if_sbd or k != "sbd"]
     panels = run.out_dir / "panels"
     out = _segment_split(run, methods, metrics, args.save,
@@ -273,9 +292,9 @@ def _embedding_rgb(model, sample, cfg, device, normalise: bool) -> np.ndarray:
 # -- 3D ------------------------------------------------------------------------------------
 def volume_inference_main(script_dir: str | Path, argv: Sequence[str] | None = None) -> int:
     """`inference.py -c=NAME -mn=MODEL -id=CKPT -m=ac3|ac4 [-ts N] [-pm] [-sw] [-mutex] [-waterz] [-lmc]`."""
-    from pea.scripts import _run
+    from pea.scripts import run_command
 
-    return _run(lambda a: _volume_inference(Path(script_dir), volume_parser().parse_args(a)), argv)
+    return run_command(lambda a: _volume_inference(Path(script_dir), volume_parser().parse_args(a)), argv)
 
 
 def _apply_volume_flags(cfg, args) -> None:
@@ -284,14 +303,14 @@ def _apply_volume_flags(cfg, args) -> None:
 
 
 def _volume_inference(script_dir: Path, args) -> int:
-    from pea.affinity import resolve_offsets
-    from pea.train import reported_metrics
+    from pea import settings
+    from pea.config import reported_metrics
 
     methods = [m for m, on in (("waterz", args.waterz), ("lmc", args.lmc), ("mutex", args.mutex)) if on]
     if not methods:
         raise PEAInputError("-lmc switches the multicut off and neither -waterz nor -mutex is given: nothing to do")
     run = _load(script_dir, args, _apply_volume_flags)
-    offsets, _ = resolve_offsets(run.cfg.DATA)
+    offsets, _ = settings.offsets(run.cfg.DATA)
     show = (lambda s, r: _section_images(run.out_dir / "affs_img", r["affs"])) if args.show else (lambda s, r: None)
     out = _segment_split(run, methods, reported_metrics(run.cfg, run.reader), args.save or args.pixel_metric, show)
     for method in methods:

@@ -35,7 +35,7 @@ H5_SUFFIXES = (".h5", ".hdf5", ".hdf")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff", ".npy") + H5_SUFFIXES
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
@@ -151,7 +151,7 @@ def read_h5(path: str | os.PathLike, dataset: str | None = None) -> np.ndarray:
                 raise PEAInputError(f"{path}: no dataset {dataset!r} (datasets: {', '.join(names) or 'none'})")
             return obj[()]
     except OSError as err:
-        raise PEAInputError(f"{path}: not a readable HDF5 file ({_one_line(err)})") from None
+        raise PEAInputError(f"{path}: not a readable HDF5 file ({one_line(err)})") from None
 
 
 def read_labels(path: str) -> np.ndarray:
@@ -175,7 +175,7 @@ def read_labels(path: str) -> np.ndarray:
     except PEAInputError:
         raise
     except Exception as err:  # any decoder failure is a bad file
-        raise PEAInputError(f"{path}: cannot read label image ({_one_line(err)})") from err
+        raise PEAInputError(f"{path}: cannot read label image ({one_line(err)})") from err
     arr = check_labels(np.asarray(arr), str(path))
     if arr.ndim not in (2, 3):
         raise PEAInputError(f"{path}: expected a 2D or 3D label image, got shape {arr.shape}")

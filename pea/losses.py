@@ -11,25 +11,42 @@ from pea.affinity import Offset, affinity_loss, nearest_downsample
 
 
 class PEALoss:
-    """The loss for a batch of labels and network outputs, as LOSS configures it.
+    """The loss for a batch of labels and network outputs.
 
     `out` and `out2` are network outputs (dicts with "embeddings", full resolution first, and
     "foreground"); `out2` is the CCM view with its flips already undone (`pea.ccm.CrossView`).
-    Targets follow LOSS.background (see `pea.affinity`).
+
+    offsets: the affinity offsets, in shift groups of `group_size` channels (shortest first).
+    scm, ccm, epm: the three affinity terms (docs/method.md section 2), each times its weight;
+        `epm_groups[k]` shift groups are supervised at 1/2, 1/4, ... of the resolution.
+    background: target rule of background pixels (same | none, see `pea.affinity`);
+    normalize, outside_pairs, weight_clip: the affinity loss's normaliser, class-weight
+        fraction and clip (`pea.affinity.affinity_loss`).
+    mask_weight: weight of the foreground head's cross-entropy (0: not trained), its class
+        weights ``fixed`` [1, fg_class_weight] or from the batch's pixel counts (``batch``).
     """
 
-    def __init__(self, loss_cfg: Mapping, offsets: Sequence[Offset], group_size: int):
-        self.cfg = loss_cfg
+    def __init__(self, offsets: Sequence[Offset], group_size: int, *, scm: bool = True, ccm: bool = True,
+                 epm: bool = True, scm_weight: float = 1.0, ccm_weight: float = 1.0, epm_weight: float = 1.0,
+                 epm_groups: Sequence[int] = (4, 3, 2, 1), background: str = "same", normalize: str = "mean",
+                 outside_pairs: str = "ignore", weight_clip: Sequence[float] = (0.05, 0.99),
+                 mask_weight: float = 0.0, fg_weighting: str = "fixed", fg_class_weight: float = 10.0):
         self.offsets = list(offsets)
-        self.group_size = group_size
-        self.clip = tuple(loss_cfg["weight_clip"])
-        self.background = loss_cfg["background"]
-        self.normalize = loss_cfg["normalize"]
-        self.outside = loss_cfg["outside_pairs"]
+        self.group_size = int(group_size)
+        self.weights = {"scm": scm_weight if scm else 0.0, "ccm": ccm_weight if ccm else 0.0,
+                        "epm": epm_weight if epm else 0.0, "fg": float(mask_weight)}
+        self.terms = {"scm": scm, "ccm": ccm, "epm": epm, "fg": mask_weight > 0}
+        self.epm_groups = list(epm_groups)
+        self.clip = tuple(weight_clip)
+        self.background = background
+        self.normalize = normalize
+        self.outside = outside_pairs
+        self.fg_weighting = fg_weighting
+        self.fg_class_weight = float(fg_class_weight)
 
     def level_offsets(self) -> list[list[Offset]]:
         """The offsets supervised at 1/2, 1/4, ...: the first `epm_groups[k]` shift groups."""
-        return [self.offsets[: groups * self.group_size] for groups in self.cfg["epm_groups"]]
+        return [self.offsets[: groups * self.group_size] for groups in self.epm_groups]
 
     def _affinity(self, emb: torch.Tensor, labels: torch.Tensor, offsets: Sequence[Offset],
                   other: torch.Tensor | None = None) -> torch.Tensor:
@@ -42,29 +59,30 @@ class PEALoss:
         (``batch``: background weighs #foreground, foreground #background; the rarer class
         counts more)."""
         target = (labels > 0).long()
-        if self.cfg["fg_weighting"] == "batch":
+        if self.fg_weighting == "batch":
             fg = target.sum()
             weight = torch.stack([fg, target.numel() - fg]).float().clamp(min=1)
         else:
-            weight = torch.tensor([1.0, self.cfg["fg_class_weight"]], device=labels.device)
+            weight = torch.tensor([1.0, self.fg_class_weight], device=labels.device)
         return F.cross_entropy(logits, target, weight=weight)
 
+    def _epm(self, emb: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        total = emb[0].new_zeros(())
+        for e, offsets in zip(emb[1:], self.level_offsets()):
+            total = total + self._affinity(e, nearest_downsample(labels, e.shape[2:]), offsets)
+        return total
+
     def __call__(self, out: Mapping, labels: torch.Tensor, out2: Mapping | None = None) -> tuple[torch.Tensor, dict]:
-        cfg = self.cfg
+        """(total loss, {term: loss tensor}); the terms stay on the device (no synchronisation)."""
         emb = out["embeddings"]
-        parts: dict[str, torch.Tensor] = {}
-        if cfg["scm"]:
-            parts["scm"] = cfg["scm_weight"] * self._affinity(emb[0], labels, self.offsets)
-        if cfg["ccm"] and out2 is not None:
-            parts["ccm"] = cfg["ccm_weight"] * self._affinity(emb[0], labels, self.offsets, out2["embeddings"][0])
-        if cfg["epm"]:
-            total = emb[0].new_zeros(())
-            for e, offsets in zip(emb[1:], self.level_offsets()):
-                total = total + self._affinity(e, nearest_downsample(labels, e.shape[2:]), offsets)
-            parts["epm"] = cfg["epm_weight"] * total
-        if cfg["mask_weight"] > 0 and out.get("foreground") is not None:
-            parts["fg"] = cfg["mask_weight"] * self.foreground(out["foreground"], labels)
+        compute = {
+            "scm": lambda: self._affinity(emb[0], labels, self.offsets),
+            "ccm": lambda: self._affinity(emb[0], labels, self.offsets, out2["embeddings"][0]),
+            "epm": lambda: self._epm(emb, labels),
+            "fg": lambda: self.foreground(out["foreground"], labels),
+        }
+        present = {"ccm": out2 is not None, "fg": out.get("foreground") is not None}
+        parts = {k: self.weights[k] * fn() for k, fn in compute.items() if self.terms[k] and present.get(k, True)}
         if not parts:
-            raise ValueError("LOSS: every loss term is switched off (scm, ccm, epm, mask_weight)")
-        total = sum(parts.values())
-        return total, {k: float(v.detach()) for k, v in parts.items()}
+            raise ValueError("every loss term is switched off (scm, ccm, epm, mask_weight)")
+        return sum(parts.values()), {k: v.detach() for k, v in parts.items()}

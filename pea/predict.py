@@ -22,17 +22,17 @@ import argparse
 import glob
 import os
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from pea.config import PARTITIONERS, Config, load_config, make_config, merge, yaml_load
+from pea.config import Config, make_config, merge, yaml_load
 from pea.errors import PEAInputError
-from pea.io import _one_line, atomic_write
+from pea.inference_cli import add_partitioner_flag
+from pea.io import atomic_write, one_line
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
@@ -45,8 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                   "default: the checkpoint's own")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.key=VALUE")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: TRAIN.device)")
-    for name in PARTITIONERS:
-        p.add_argument(f"--{name}", action="store_true", help=f"partition with {name} (default: TEST.partitioners)")
+    add_partitioner_flag(p)
     p.add_argument("--small-objects", default=None, metavar="YAML",
                    help='merging passes: sizes "[5, 20]" (contact rule) or "[[5, 5], [20, 11]]" (window rule)')
     p.add_argument("--merge-rule", choices=["contact", "window"], default=None, help="small-object merging rule")
@@ -59,30 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, help="address of a dask.distributed scheduler to run on")
 
 
-def config_path(name: str) -> Path:
-    """A .yaml path, or the shipped config NAME found in scripts_*/config/."""
-    if name.endswith((".yaml", ".yml")) or os.sep in name:
-        return Path(name)
-    found = sorted(ROOT.glob(f"scripts_*/config/{name}.yaml"))
-    if not found:
-        known = sorted(p.stem for p in ROOT.glob("scripts_*/config/*.yaml"))
-        raise PEAInputError(f"--config {name}: no such config (shipped: {', '.join(known)}; or give a .yaml path)")
-    return found[0]
-
-
 def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
     """--config, else the checkpoint's stored config; then --set, --small-objects, --merge-rule."""
-    stored = ckpt.get("config")
-    if args.config:
-        cfg = load_config(config_path(args.config))
-    elif isinstance(stored, Mapping):
-        cfg = make_config(stored, f"{args.model} (stored config)")
-    else:
-        raise PEAInputError(f"{args.model}: the checkpoint carries no config (the authors' format); "
-                            f"name one with --config (cvppp, bbbc039v1, ac3ac4 or a .yaml path)")
-    from pea.scripts import _parse_overrides
+    from pea import settings
+    from pea.scripts import parse_overrides
 
-    over = _parse_overrides(args.overrides)
+    cfg = settings.checkpoint_config(ckpt, args.config, args.model)
+    over = parse_overrides(args.overrides)
     if args.small_objects is not None:
         over.setdefault("TEST", {})["small_objects"] = yaml_load(args.small_objects)
     if args.merge_rule is not None:
@@ -91,7 +73,7 @@ def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pea.affinity import resolve_offsets
+    from pea import settings
     from pea.checkpoint import load_checkpoint, model_from_checkpoint
     from pea.inference import select_device
 
@@ -100,12 +82,12 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device or cfg.TRAIN.device)
     model, model_cfg = model_from_checkpoint(ckpt, "cpu", args.model)
     cfg.MODEL = model_cfg.MODEL
-    offsets, _ = resolve_offsets(cfg.DATA)
+    offsets, _ = settings.offsets(cfg.DATA)
     is_3d = model.spatial_dims == 3
     if is_3d != (len(offsets[0]) == 3):
         raise PEAInputError(f"{args.model}: a {'3D' if is_3d else '2D'} network, but the config's offsets are "
                             f"{len(offsets[0])}D; give the matching --config")
-    methods = [m for m in PARTITIONERS if getattr(args, m)] or list(cfg.TEST.partitioners)
+    methods = args.partitioner or list(cfg.TEST.partitioners)
     if is_3d:
         return predict_volume_file(args, cfg, model.to(device) if args.whole else None, device, methods)
     return predict_images(args, cfg, model.to(device), device, methods)
@@ -135,11 +117,7 @@ def image_files(spec: str) -> list[Path]:
 
 
 def read_image(path: Path, channels: int, percentiles: Sequence[float] | None) -> np.ndarray:
-    """An image as (H, W, channels) float32 in [0, 1]: integers over their type's maximum
-    (or `percentiles` mapped to 0 and 1), grey repeated to `channels`, RGB averaged to grey
-    for one channel, alpha dropped."""
-    from pea.volumes import to_unit
-
+    """An image file (tif, png, jpg) as `unit_image` makes it."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
@@ -151,20 +129,29 @@ def read_image(path: Path, channels: int, percentiles: Sequence[float] | None) -
             with Image.open(path) as img:
                 arr = np.asarray(img.convert("RGB") if img.mode in ("P", "PA", "CMYK", "YCbCr") else img)
     except Exception as err:  # any decoder failure is an unreadable image
-        raise PEAInputError(f"{path}: cannot read image ({_one_line(err)})") from None
-    arr = np.squeeze(arr)
+        raise PEAInputError(f"{path}: cannot read image ({one_line(err)})") from None
+    return unit_image(arr, channels, percentiles, str(path))
+
+
+def unit_image(arr: np.ndarray, channels: int, percentiles: Sequence[float] | None = None,
+               name: str = "image") -> np.ndarray:
+    """A grey or RGB(A) image as (H, W, channels) float32 in [0, 1]: integers over their type's
+    maximum (or `percentiles` mapped to 0 and 1), grey repeated to `channels`, RGB averaged to
+    grey for one channel, alpha dropped, planar RGB moved last."""
+    from pea.volumes import to_unit
+
+    arr = np.squeeze(np.asarray(arr))
     if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
         arr = np.moveaxis(arr, 0, -1)  # planar RGB
     if arr.ndim == 3 and arr.shape[-1] in (2, 4):
         arr = arr[..., :-1]  # alpha
     if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3))):
-        raise PEAInputError(f"{path}: expected a grey or RGB image, got shape {arr.shape}")
+        raise PEAInputError(f"{name}: expected a grey or RGB image, got shape {arr.shape}")
+    image = to_unit(arr, name)
     if percentiles is not None:
         from pea.data.bbbc039 import percentile_normalize
 
-        image = percentile_normalize(to_unit(arr, str(path)), percentiles)
-    else:
-        image = to_unit(arr, str(path))
+        image = percentile_normalize(image, percentiles)
     image = image.reshape(image.shape[:2] + (-1,))
     if image.shape[-1] == channels:
         return image
@@ -172,13 +159,7 @@ def read_image(path: Path, channels: int, percentiles: Sequence[float] | None) -
         return np.repeat(image, channels, axis=-1)
     if channels == 1:
         return image.mean(axis=-1, keepdims=True)
-    raise PEAInputError(f"{path}: {image.shape[-1]} channels, but the network takes {channels}")
-
-
-def _padded(shape: Sequence[int], configured: Sequence[int] | None) -> list[int]:
-    """DATA.padded_size where the image fits, else the next multiple of 16."""
-    configured = configured or [0] * len(shape)
-    return [max(int(p), -(-int(n) // 16) * 16) for p, n in zip(configured, shape)]
+    raise PEAInputError(f"{name}: {image.shape[-1]} channels, but the network takes {channels}")
 
 
 def _write_tif(path: Path, array: np.ndarray) -> None:
@@ -196,23 +177,24 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     """Segment every image IN names into OUT (see the module docstring)."""
     from tqdm import tqdm
 
-    from pea.affinity import resolve_offsets
-    from pea.data.common import Sample, rescale
+    from pea import settings
+    from pea.data.common import rescale
     from pea.inference import foreground_mask, predict, segment
     from pea.io import remove_stale
 
     graph = [m for m in methods if m != "mutex"]
     if graph:
-        raise PEAInputError(f"--{graph[0]}: waterz and multicut partition volumes; 2D images take --mutex")
+        raise PEAInputError(f"--partitioner {graph[0]}: waterz and multicut partition volumes; 2D images take mutex")
     files = image_files(args.input)
-    offsets, _ = resolve_offsets(cfg.DATA)
-    test = Config(dict(cfg.TEST))
-    if test.mask == "gt":
+    offsets, _ = settings.offsets(cfg.DATA)
+    seg_opts = settings.segment_options(cfg.TEST, methods)
+    if seg_opts.mask == "gt":
         print("notice: TEST.mask 'gt' needs ground truth; segmenting without a mask", file=sys.stderr)
-        test.mask = "none"
-    if test.mask == "pred" and not cfg.MODEL.fg_head:
+        seg_opts = replace(seg_opts, mask="none")
+    if seg_opts.mask == "pred" and not cfg.MODEL.fg_head:
         raise PEAInputError(f"{args.model}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
                             f"add --set TEST.mask=none")
+    pred_opts = asdict(settings.predict_options(cfg))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
@@ -220,10 +202,10 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     for path in tqdm(files, desc="segmenting"):
         image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
         work = rescale(image, float(cfg.DATA.scale), nearest=False)
-        data = dict(cfg.DATA, padded_size=_padded(work.shape[:2], cfg.DATA.padded_size))
-        affs, fg = predict(model, work, offsets, {"DATA": data, "TEST": test}, device)
-        mask = foreground_mask(Sample(path.stem, work), fg, test)
-        seg = segment(affs, offsets, test, mask, image.shape[:2], methods)["mutex"]
+        affs, fg = predict(model, work, offsets, device=device, **pred_opts)
+        mask = foreground_mask(fg, mode=seg_opts.mask, min_size=seg_opts.fg_min_size,
+                               connectivity=seg_opts.fg_connectivity, name=str(path))
+        seg = segment(affs, offsets, methods, mask=mask, shape=image.shape[:2], **seg_opts.partition_args())["mutex"]
         _write_tif(out / f"{path.stem}.tif", seg.astype(label_dtype(int(seg.max()))))
         if args.save_affinities:
             _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32))
@@ -274,16 +256,16 @@ def _whole_volume(args, cfg: Config, model, device, methods: Sequence[str], out:
     """The volume in memory: `pea.inference.predict` and `segment`, written as a container."""
     import zarr
 
-    from pea.affinity import resolve_offsets
-    from pea.blockwise import _UnitChannels
+    from pea import settings
+    from pea.blockwise import UnitChannels
     from pea.inference import predict, segment
     from pea.volumes import open_volume
 
     with open_volume(args.input) as volume:
-        image = _UnitChannels(volume, int(cfg.MODEL.in_channels), args.input)[(slice(None),) * 3]
-    offsets, _ = resolve_offsets(cfg.DATA)
-    affs, _ = predict(model, image, offsets, cfg, device)
-    segs = segment(affs, offsets, cfg.TEST, None, image.shape[:3], methods)
+        image = UnitChannels(volume, int(cfg.MODEL.in_channels), args.input)[(slice(None),) * 3]
+    offsets, _ = settings.offsets(cfg.DATA)
+    affs, _ = predict(model, image, offsets, device=device, **asdict(settings.predict_options(cfg)))
+    segs = segment(affs, offsets, methods, **settings.segment_options(cfg.TEST).partition_args())
     group = zarr.open_group(out, mode="w", zarr_format=2)
     chunks = default_block(cfg.TEST, image.shape[:3]) if cfg.TEST.window else image.shape[:3]
     group.create_array("affinities", data=affs.astype(np.float32), chunks=(affs.shape[0],) + tuple(chunks))

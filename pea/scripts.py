@@ -21,11 +21,11 @@ PATH_KEYS = (("DATA", "data_dir"), ("TRAIN", "model_dir"), ("TEST", "trained_dir
              ("MODEL", "pretrained"))
 
 
-def _config(script_dir: Path, name: str, overrides: Sequence[str]) -> Config:
+def script_config(script_dir: Path, name: str, overrides: Sequence[str]) -> Config:
     path = Path(name) if name.endswith((".yaml", ".yml")) else script_dir / "config" / f"{name}.yaml"
     cfg = load_config(path)
     if overrides:
-        cfg = make_config(merge(cfg.to_dict(), _parse_overrides(overrides), "--set"))
+        cfg = make_config(merge(cfg.to_dict(), parse_overrides(overrides), "--set"))
     for section, key in PATH_KEYS:
         value = cfg[section][key]
         if value and not Path(value).is_absolute():
@@ -33,7 +33,7 @@ def _config(script_dir: Path, name: str, overrides: Sequence[str]) -> Config:
     return cfg
 
 
-def _parse_overrides(items: Sequence[str]) -> dict:
+def parse_overrides(items: Sequence[str]) -> dict:
     """`SECTION.key=value` strings (values parsed as YAML) -> nested dict."""
     out: dict = {}
     for item in items:
@@ -45,13 +45,13 @@ def _parse_overrides(items: Sequence[str]) -> dict:
     return out
 
 
-def _threads(value: int | None) -> int | None:
+def check_threads(value: int | None) -> int | None:
     if value is not None and value < 1:
         raise PEAInputError(f"--threads {value}: expected a positive number")
     return value
 
 
-def _run(fn, argv) -> int:
+def run_command(fn, argv) -> int:
     """Run a command: bad input and unusable paths are one line and exit 2, a run that cannot
     go on one line and exit 1."""
     try:
@@ -70,7 +70,7 @@ def _run(fn, argv) -> int:
 # -- training ------------------------------------------------------------------------------
 def train_main(script_dir: str | Path, argv: Sequence[str] | None = None) -> int:
     """`main.py -c=NAME [--resume [CKPT]] [--run NAME] [--device DEV] [--set KEY=VALUE ...]`."""
-    return _run(lambda a: _train(Path(script_dir), a), argv)
+    return run_command(lambda a: _train(Path(script_dir), a), argv)
 
 
 def _train(script_dir: Path, argv) -> int:
@@ -82,39 +82,38 @@ def _train(script_dir: Path, argv) -> int:
                    help="continue from the run's last.ckpt, or from the checkpoint given")
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (overrides TRAIN.device)")
     p.add_argument("--threads", type=int, default=None,
-                   help="PyTorch threads of the main process (default: the cores the DataLoader workers leave)")
+                   help="PyTorch threads of the main process (default: every core, or OMP_NUM_THREADS)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.key=VALUE")
     args = p.parse_args(argv)
-    cfg = _config(script_dir, args.cfg, args.overrides)
+    cfg = script_config(script_dir, args.cfg, args.overrides)
     if args.device:
         cfg.TRAIN.device = args.device
-    print(configure_threads(_threads(args.threads), cfg.DATA.num_workers))
+    world = distributed.world()
+    threads = configure_threads(check_threads(args.threads), cfg.DATA.num_workers)
     run_dir = Path(cfg.TRAIN.model_dir) / (args.run or cfg.NAME)
-    from pea.train import Trainer
-
     if args.resume is None and any(run_dir.glob("*.ckpt")):
         raise PEAInputError(f"{run_dir} already holds checkpoints: pass --resume to continue, "
                             f"or --run NAME for a new run")
-    trainer = Trainer(cfg, run_dir)
+    from pea import settings
+
+    trainer = settings.trainer(cfg, run_dir)
     if args.resume:
         trainer.resume(run_dir / "last.ckpt" if args.resume == "last" else args.resume)
-        print(f"resuming at iteration {trainer.iteration}")
-    print(f"run folder: {run_dir}")
+    trainer.say(f"training {cfg.NAME} on {trainer.device} with {world.size} process(es); {threads}")
+    trainer.say(f"run folder: {run_dir}" + (f"; resuming at iteration {trainer.iteration}" if args.resume else ""))
     try:
         best = trainer.run()
     finally:
         distributed.stop(trainer.world)
-    if not trainer.world.main:
-        return 0
-    print(f"best {cfg.TRAIN.select_metric} = {best['score']} at iteration {best['iteration']}; "
-          f"checkpoints in {run_dir}")
+    trainer.say(f"best {cfg.TRAIN.select_metric} = {best['score']} at iteration {best['iteration']}; "
+                f"checkpoints in {run_dir}")
     return 0
 
 
 def untrained_main(script_dir: str | Path, argv: Sequence[str] | None = None) -> int:
     """`untrained.py -c=NAME [--run RUN]`: save the network a training run starts from (the
     config's seeded initial weights) as RUN/init.ckpt, to score it beside a trained one."""
-    return _run(lambda a: _untrained(Path(script_dir), a), argv)
+    return run_command(lambda a: _untrained(Path(script_dir), a), argv)
 
 
 def _untrained(script_dir: Path, argv) -> int:
@@ -123,12 +122,14 @@ def _untrained(script_dir: Path, argv) -> int:
     p.add_argument("--run", default=None, help="run folder under TRAIN.model_dir (default: NAME_untrained)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.key=VALUE")
     args = p.parse_args(argv)
-    cfg = _config(script_dir, args.cfg, args.overrides)
-    from pea.train import Trainer, save_checkpoint
+    cfg = script_config(script_dir, args.cfg, args.overrides)
+    from pea import settings
+    from pea.checkpoint import save_checkpoint
 
     run_dir = Path(cfg.TRAIN.model_dir) / (args.run or f"{cfg.NAME}_untrained")
-    trainer = Trainer(cfg, run_dir)  # seeds torch exactly as a training run does
-    save_checkpoint(run_dir / "init.ckpt", trainer.state())
+    model = settings.seeded_model(cfg.MODEL, cfg.TRAIN.seed)  # the weights a training run starts from
+    save_checkpoint(run_dir / "init.ckpt", {"model_weights": model.state_dict(), "iteration": 0,
+                                            "config": cfg.to_dict()})
     print(f"initial network: {run_dir / 'init.ckpt'}")
     return 0
 

@@ -1,47 +1,117 @@
-"""The training engine: one loop for every data set (2D and 3D), with validation, model
-selection, atomic checkpoints, exact resumption, TensorBoard and text logs."""
+"""The training engine: one loop for every data set (2D and 3D), built from parts (a network, a
+loss, an optimiser, batches, and optionally a learning-rate schedule, the CCM's second view and
+a validator), with validation, model selection, atomic checkpoints, exact resumption,
+TensorBoard and text logs. `pea.settings.trainer` builds one from a config."""
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from pea.affinity import resolve_offsets
-from pea.ccm import CrossView
-from pea.checkpoint import check_finite, load_checkpoint, model_from_checkpoint, save_checkpoint  # noqa: F401
-from pea.config import Config, reported_metrics
-from pea.data import get_reader
-from pea.errors import PEAInputError, PEARunError
-from pea.io import remove_stale
 from pea import distributed
-from pea.inference import run_model, segment_sample, select_device
-from pea.losses import PEALoss
-from pea.threads import worker_init
+from pea.checkpoint import check_finite, load_checkpoint, save_checkpoint
+from pea.errors import PEARunError
+from pea.inference import PredictOptions, SegmentOptions, run_model, segment_sample
+from pea.io import remove_stale
 from pea.metrics import evaluate, summarize
-from pea.models import build_model, load_state_dict_checked
+from pea.models import load_state_dict_checked
 
 LOWER_IS_BETTER = {"voi", "arand", "voi_split", "voi_merge", "abs_dic"}
 
 
-def validate(model: torch.nn.Module, samples, cfg: Config, offsets, device, metrics) -> tuple[dict, list[dict]]:
-    """Segment the samples with TRAIN.valid_partitioner and score them against their labels;
-    returns (means, rows)."""
-    was_training = model.training
-    model.eval()
-    method = cfg.TRAIN.valid_partitioner
-    rows = []
-    for sample in samples:
-        seg = segment_sample(model, sample, cfg, offsets, device, methods=(method,))["seg"][method]
-        rows.append({"name": sample.name, **evaluate(seg, sample.gt, metrics=list(metrics))})
-    model.train(was_training)
-    return summarize(rows)[0], rows
+@dataclass
+class Validator:
+    """Segments validation samples with one partitioner and scores them; `select_metric` picks
+    best.ckpt (lower is better for the LOWER_IS_BETTER scores). `samples` may be a function
+    returning them, called once when they are first needed."""
+
+    samples: Sequence | Callable[[], Sequence]
+    offsets: Sequence
+    metrics: Sequence[str]
+    select_metric: str
+    predict_options: PredictOptions = PredictOptions()
+    segment_options: SegmentOptions = SegmentOptions()
+
+    def load(self) -> int:
+        """Read the samples (when given as a function); returns their number."""
+        if callable(self.samples):
+            self.samples = list(self.samples())
+        return len(self.samples)
+
+    def __call__(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
+        """The mean scores over the samples."""
+        self.load()
+        was_training = model.training
+        model.eval()
+        method = self.segment_options.methods[0]
+        rows = []
+        for sample in self.samples:
+            seg = segment_sample(model, sample, self.offsets, device=device, predict_options=self.predict_options,
+                                 segment_options=self.segment_options)["seg"][method]
+            rows.append({"name": sample.name, **evaluate(seg, sample.gt, metrics=list(self.metrics))})
+        model.train(was_training)
+        return summarize(rows)[0]
+
+    def better(self, score: float, best: float | None) -> bool:
+        if best is None:
+            return True
+        return score < best if self.select_metric in LOWER_IS_BETTER else score > best
+
+
+@dataclass(frozen=True)
+class Every:
+    """How often (in iterations) the trainer logs, validates and saves model-%06d.ckpt (and
+    last.ckpt); `keep_checkpoints` None keeps every model-%06d.ckpt, N the newest N."""
+
+    log: int = 10
+    valid: int = 1000
+    save: int = 1000
+    keep_checkpoints: int | None = None
+
+
+@dataclass(frozen=True)
+class Speed:
+    """amp: the network in off | bf16 | fp16 (fp16 with a gradient scaler; the loss stays
+    float32); channels_last memory format; cudnn_benchmark (CUDA); compile (torch.compile, with
+    a notice and eager mode where it cannot); sync_bn (SyncBatchNorm across CUDA processes)."""
+
+    amp: str = "off"
+    channels_last: bool = False
+    cudnn_benchmark: bool = True
+    compile: bool = False
+    sync_bn: bool = False
+
+
+def lr_factor(iteration: int, total: int, schedule: str = "constant", warmup: int = 0, power: float = 0.9,
+              final: float = 0.0) -> float:
+    """The learning rate of `iteration` (0-based) as a fraction of the base rate: ``constant``
+    (the authors'), or after a linear warm-up over `warmup` iterations ``cosine`` decay or
+    ``poly`` decay ((1 - t) ** power), both from 1 down to `final` at `total`."""
+    if iteration < warmup:
+        return (iteration + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    t = min(1.0, (iteration - warmup) / max(1, total - warmup))
+    shape = 0.5 * (1 + math.cos(math.pi * t)) if schedule == "cosine" else (1 - t) ** power
+    return final + (1 - final) * shape
+
+
+def lr_scheduler(optimizer: torch.optim.Optimizer, total: int, schedule: str = "constant", warmup: int = 0,
+                 power: float = 0.9, final: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """A per-iteration schedule of `lr_factor`; None for a constant rate without warm-up."""
+    if schedule == "constant" and warmup == 0:
+        return None
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda i: lr_factor(i, total, schedule, warmup, power, final))
 
 
 class _Silent:
@@ -51,50 +121,49 @@ class _Silent:
         return None
 
 
-def seeded_model(model_cfg: Mapping, seed: int) -> torch.nn.Module:
-    """The network with its initial weights drawn from `seed` (the global generators are
-    left as they were)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return build_model(model_cfg)
-
-
 class Trainer:
-    """Trains a PEA network as the config says; `run()` returns the best validation scores."""
+    """Trains `model` with `loss` and `optimizer` on batches of (input, labels) and returns the
+    best validation scores from `run()`.
 
-    def __init__(self, cfg: Config, run_dir: str | Path, device: torch.device | None = None):
-        self.cfg = cfg
-        self.run_dir = Path(run_dir)
-        self.world = distributed.world()
-        self.batch, self.global_batch = distributed.batch_sizes(cfg.TRAIN.batch_size, cfg.TRAIN.batch_scope, self.world)
-        self.device = distributed.start(self.world, device or select_device(cfg.TRAIN.device))
-        self.offsets, group = resolve_offsets(cfg.DATA)
-        self.reader = get_reader(cfg.DATA.dataset)
-        if cfg.TRAIN.select_metric is None:
-            raise PEAInputError("TRAIN.select_metric is not set: name the validation score that picks best.ckpt")
-        self.model = seeded_model(cfg.MODEL, cfg.TRAIN.seed).to(self.device)
-        t = cfg.TRAIN
-        if self.world.size > 1 and cfg.LOSS.ccm and cfg.LOSS.ccm_pass == "separate" and not cfg.LOSS.ccm_detach:
-            raise PEAInputError("LOSS.ccm_pass separate needs LOSS.ccm_detach true when training on several "
-                                "processes (DDP allows one forward pass with gradients per step)")
+    train_loader: batches, or a function of the first iteration returning them (a resumed run
+        continues the sample order exactly); an iterable is cycled until `iterations`.
+    scheduler: a learning-rate scheduler stepped every iteration (None: a constant rate).
+    cross_view: the CCM's `pea.ccm.CrossView` (None: one view, no CCM term).
+    validator: scores the network every `every.valid` iterations and picks best.ckpt (None:
+        no validation; last.ckpt and model-%06d.ckpt only).
+    config: stored in every checkpoint (the project's checkpoints carry their config).
+    """
+
+    def __init__(self, model: torch.nn.Module, loss: Callable, optimizer: torch.optim.Optimizer,
+                 train_loader: Iterable | Callable[[int], Iterable], *, run_dir: str | Path, iterations: int,
+                 scheduler=None, cross_view=None, validator: Validator | None = None,
+                 device: torch.device | None = None, speed: Speed = Speed(), every: Every = Every(),
+                 world: distributed.World | None = None, config: Mapping | None = None, name: str = "train"):
+        self.world = world or distributed.world()
+        self.device = distributed.start(self.world, device or torch.device("cpu"))
+        self.model = model.to(self.device)
+        self.loss, self.optimizer, self.scheduler = loss, optimizer, scheduler
+        self.train_loader, self.cross_view, self.validator = train_loader, cross_view, validator
+        self.run_dir, self.iterations, self.name = Path(run_dir), int(iterations), name
+        self.speed, self.every, self.config = speed, every, dict(config or {})
+        self.base_lrs = [g.get("initial_lr", g["lr"]) for g in optimizer.param_groups]
         self.net = self._prepare_network()
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=t.amp == "fp16")
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=t.lr, betas=tuple(t.betas), eps=t.eps,
-                                          weight_decay=t.weight_decay, amsgrad=t.amsgrad)
-        self.loss = PEALoss(cfg.LOSS, self.offsets, group)
-        self.cross_view = CrossView(cfg.LOSS, t.seed, cfg.DATA.normalize) if cfg.LOSS.ccm else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=speed.amp == "fp16")
         self.iteration = 0
         self.best = {"score": None, "iteration": 0, "scores": {}}
 
+    def say(self, line: str, err: bool = False) -> None:
+        """Print on rank 0 only."""
+        if self.world.main:
+            print(line, file=sys.stderr if err else sys.stdout)
+
     # -- checkpoints -------------------------------------------------------------------
     def state(self) -> dict:
-        return {
-            "model_weights": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "iteration": self.iteration,
-            "config": self.cfg.to_dict(),
-            "best": json.dumps(self.best),
-        }
+        state = {"model_weights": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "iteration": self.iteration, "config": self.config, "best": json.dumps(self.best)}
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        return state
 
     def resume(self, path: str | Path) -> None:
         """Continue from a checkpoint. An official one (weights and `current_iter` only)
@@ -103,75 +172,86 @@ class Trainer:
         ckpt = load_checkpoint(path)
         check_finite(ckpt["model_weights"], str(path))
         load_state_dict_checked(self.model, ckpt["model_weights"], str(path))
+        self.iteration = int(ckpt["iteration"] if "iteration" in ckpt else ckpt.get("current_iter", 0))
         if "optimizer" in ckpt:
             self.optimizer.load_state_dict(ckpt["optimizer"])
-            self._apply_lr()
-        self.iteration = int(ckpt["iteration"] if "iteration" in ckpt else ckpt.get("current_iter", 0))
+        if self.scheduler is not None:
+            if "scheduler" in ckpt:
+                self.scheduler.load_state_dict(ckpt["scheduler"])
+            else:  # the schedule's place at this iteration
+                self.scheduler.last_epoch = self.iteration - 1
+                self.scheduler.step()
+        self._keep_base_lr()
         self.best = json.loads(ckpt.get("best", "null")) or self.best
 
-    def _apply_lr(self) -> None:
-        """The configured TRAIN.lr wins over the one in a resumed optimizer's state (said on one line)."""
-        lr = float(self.cfg.TRAIN.lr)
-        old = {float(group["lr"]) for group in self.optimizer.param_groups}
-        if old != {lr}:
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            print(f"note: learning rate {', '.join(f'{v:g}' for v in sorted(old))} from the checkpoint "
-                  f"replaced by TRAIN.lr = {lr:g}")
+    def _keep_base_lr(self) -> None:
+        """The learning rate given (TRAIN.lr) wins over a resumed optimizer's (said on one line)."""
+        groups = self.optimizer.param_groups
+        old = [g.get("initial_lr", g["lr"]) if self.scheduler is not None else g["lr"] for g in groups]
+        if old == self.base_lrs:
+            return
+        for g, was, base in zip(groups, old, self.base_lrs):
+            g["lr"] = g["lr"] * base / was if was else base
+            if "initial_lr" in g:
+                g["initial_lr"] = base
+        if self.scheduler is not None:
+            self.scheduler.base_lrs = list(self.base_lrs)
+        self.say(f"note: learning rate {', '.join(f'{v:g}' for v in sorted(set(old)))} from the checkpoint "
+                 f"replaced by {', '.join(f'{v:g}' for v in sorted(set(self.base_lrs)))} (TRAIN.lr)")
 
     # -- the network as it trains: memory format, compilation, several processes ----------
     def _prepare_network(self) -> torch.nn.Module:
-        """channels_last (TRAIN.channels_last), cuDNN autotuning (TRAIN.cudnn_benchmark, CUDA),
-        torch.compile (TRAIN.compile, with a notice where it cannot) and DDP across processes."""
-        t = self.cfg.TRAIN
-        if t.channels_last:
+        s = self.speed
+        if s.channels_last:
             fmt = torch.channels_last if getattr(self.model, "spatial_dims", 2) == 2 else torch.channels_last_3d
             self.model = self.model.to(memory_format=fmt)
         if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark)
-        net = distributed.wrap(self.model, self.world, self.device, t.sync_bn)
-        if t.compile:
+            torch.backends.cudnn.benchmark = bool(s.cudnn_benchmark)
+        net = distributed.wrap(self.model, self.world, self.device, s.sync_bn)
+        if s.compile:
             try:
                 net = torch.compile(net)
             except Exception as err:  # no compiler, an unsupported platform or model
-                print(f"notice: TRAIN.compile: torch.compile is not available here ({type(err).__name__}); "
-                      f"training without it", file=sys.stderr)
+                self.say(f"notice: TRAIN.compile: torch.compile is not available here ({type(err).__name__}); "
+                         f"training without it", err=True)
         return net
 
     def _forward(self, x: torch.Tensor) -> dict:
-        """The network's output, in TRAIN.amp precision; the loss arithmetic stays float32."""
-        if self.cfg.TRAIN.channels_last:
+        """The network's output, in the `speed.amp` precision; the loss arithmetic stays float32."""
+        if self.speed.channels_last:
             x = x.contiguous(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
-        return run_model(self.net, x, self.cfg.TRAIN.amp)
+        return run_model(self.net, x, self.speed.amp)
 
     # -- one step ----------------------------------------------------------------------
-    def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[float, dict]:
-        """One optimisation step on a batch; returns the loss and its terms."""
+    def step(self, x: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """One optimisation step on a batch. Returns the loss, its terms and whether loss and
+        gradient were finite, all as tensors on the device: nothing here waits for the device
+        (the log interval reads them back)."""
         x, labels = x.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         if self.cross_view is not None:
             out, out2 = self.cross_view(self._forward, x, labels, self.iteration)
         else:
             out, out2 = self._forward(x), None
         loss, parts = self.loss(out, labels, out2)
-        if self.world.size == 1:  # across processes the averaged gradient tells every rank at once
-            self._stop_unless_finite(loss, parts, "loss")
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
-        if not self.scaler.is_enabled():  # fp16: the scaler skips steps with overflowing gradients
-            self._stop_unless_finite(grad_norm, parts, "gradient")
+        # fp16: the scaler skips steps with overflowing gradients, which are then no fault
+        finite = torch.isfinite(loss) & (torch.isfinite(grad_norm) | self.scaler.is_enabled())
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return float(loss.detach()), parts
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return loss.detach(), parts, finite
 
-    def _stop_unless_finite(self, value: torch.Tensor, parts: dict, what: str) -> None:
-        """A NaN or infinite loss or gradient ends the run; the checkpoints keep the last
-        finite weights (they are saved only from finite ones)."""
-        if not torch.isfinite(value):
+    def _stop_unless_finite(self, finite: torch.Tensor, first: int, parts: Mapping[str, float]) -> None:
+        """A NaN or infinite loss or gradient since iteration `first` ends the run; the
+        checkpoints keep the last finite weights (they are saved only from finite ones)."""
+        if not bool(finite):
             terms = " ".join(f"{k}={v:.4g}" for k, v in parts.items())
-            raise PEARunError(f"iteration {self.iteration + 1}: the {what} is not finite ({terms}); training "
-                              f"stopped, {self.run_dir} keeps the checkpoints of the last finite weights "
+            raise PEARunError(f"iterations {first}-{self.iteration}: the loss or gradient is not finite ({terms}); "
+                              f"training stopped, {self.run_dir} keeps the checkpoints of the last finite weights "
                               f"(lower TRAIN.lr?)")
 
     def _save(self, name: str) -> None:
@@ -182,24 +262,16 @@ class Trainer:
         save_checkpoint(self.run_dir / name, self.state())
 
     def _finite_weights(self) -> bool:
-        return all(torch.isfinite(p).all() for p in self.model.state_dict().values() if p.is_floating_point())
+        values = [p for p in self.model.state_dict().values() if p.is_floating_point()]
+        return bool(torch.stack([torch.isfinite(p).all() for p in values]).all()) if values else True
 
     # -- the loop ----------------------------------------------------------------------
-    def _loader(self) -> torch.utils.data.DataLoader:
-        """Batches from the current iteration on: sample indices i * batch ... are deterministic."""
-        cfg, t = self.cfg, self.cfg.TRAIN
-        dataset = self.reader.train_dataset(cfg, self.reader.load_split(cfg.DATA, "train"))
-        self.train_size = len(dataset.samples)
-        indices = distributed.sample_indices(self.iteration, t.iterations, self.batch, self.global_batch, self.world)
-        return torch.utils.data.DataLoader(
-            dataset, batch_size=self.batch, sampler=indices,
-            num_workers=cfg.DATA.num_workers, pin_memory=self.device.type == "cuda", worker_init_fn=worker_init,
-            persistent_workers=False, drop_last=True)
-
-    def _valid_samples(self) -> list:
-        samples = self.reader.load_split(self.cfg.DATA, self.reader.VALID_SPLIT)
-        limit = self.cfg.TRAIN.max_valid_images
-        return samples[:limit] if limit else samples
+    def _batches(self) -> Iterator:
+        """The batches of iterations self.iteration + 1 ... iterations."""
+        source = self.train_loader(self.iteration) if callable(self.train_loader) else self.train_loader
+        if not callable(self.train_loader):
+            source = itertools.chain.from_iterable(itertools.repeat(source))
+        return itertools.islice(source, max(0, self.iterations - self.iteration))
 
     @contextmanager
     def _logs(self) -> Iterator:
@@ -222,73 +294,76 @@ class Trainer:
         finally:
             writer.close()
 
-    def _better(self, score: float) -> bool:
-        if self.best["score"] is None:
-            return True
-        lower = self.cfg.TRAIN.select_metric in LOWER_IS_BETTER
-        return score < self.best["score"] if lower else score > self.best["score"]
-
-    def _validate(self, samples, writer, note) -> str:
-        """Score the validation samples, log them, keep best.ckpt; returns the scores' line."""
-        scores, _ = validate(self.model, samples, self.cfg, self.offsets, self.device,
-                             reported_metrics(self.cfg, self.reader))
+    def _validate(self, writer, note) -> str:
+        """Score the network, log the scores, keep best.ckpt; returns the scores' line."""
+        scores = self.validator(self.model, self.device)
         for k, v in scores.items():
             writer.add_scalar(f"valid/{k}", v, self.iteration)
         line = " ".join(f"{k}={v:.4f}" for k, v in scores.items())
         note(f"valid {self.iteration} {line}")
-        score = scores[self.cfg.TRAIN.select_metric]
-        if self._better(score) and self._finite_weights():
+        score = scores[self.validator.select_metric]
+        if self.validator.better(score, self.best["score"]) and self._finite_weights():
             self.best = {"score": score, "iteration": self.iteration, "scores": scores}
             self._save("best.ckpt")
         return line
 
     def _save_periodic(self) -> None:
-        """model-%06d.ckpt (the authors' names, each kept unless TRAIN.keep_checkpoints says how
-        many of the newest to keep) and last.ckpt, which --resume reads."""
+        """model-%06d.ckpt (the authors' names, the newest `every.keep_checkpoints` kept, or
+        all) and last.ckpt, which --resume reads."""
         self._save(f"model-{self.iteration:06d}.ckpt")
         self._save("last.ckpt")
-        keep = self.cfg.TRAIN.keep_checkpoints
+        keep = self.every.keep_checkpoints
         if keep is not None:
             saved = sorted((p for p in self.run_dir.glob("model-*.ckpt") if p.stem[6:].isdigit()),
                            key=lambda p: int(p.stem[6:]))
             for old in saved[:max(0, len(saved) - int(keep))]:
                 old.unlink()
 
+    def _log(self, writer, note, losses: list, parts: list[dict], finite: torch.Tensor, first: int) -> dict:
+        """Read the interval's losses back from the device once, stop on a non-finite value,
+        log the means; returns them ({"total": ..., term: ...})."""
+        rows = torch.stack([torch.stack([total, *terms.values()]) for total, terms in zip(losses, parts)])
+        means = dict(zip(["total", *parts[-1]], rows.float().mean(0).tolist()))
+        self._stop_unless_finite(finite, first, means)
+        for k, v in means.items():
+            writer.add_scalar(f"loss/{k}", v, self.iteration)
+        note(f"iter {self.iteration} loss {means['total']:.5f} "
+             + " ".join(f"{k} {v:.5f}" for k, v in means.items() if k != "total"))
+        return means
+
     def run(self) -> dict:
-        t = self.cfg.TRAIN
-        loader = self._loader()
-        valid_samples = self._valid_samples()
-        if not valid_samples:
-            print(f"warning: no validation samples: no validation scores and no best.ckpt, only "
-                  f"last.ckpt every {t.save_every} iterations", file=sys.stderr)
         if self.world.main:
             remove_stale(self.run_dir)
+        if self.validator is not None and self.world.main and not self.validator.load():
+            self.say(f"warning: no validation samples: no validation scores and no best.ckpt, only last.ckpt "
+                     f"every {self.every.save} iterations", err=True)
+            self.validator = None
         start = self.iteration
         with self._logs() as (writer, note):
-            note(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} start at iteration {start} on {self.device}; "
-                 f"{self.train_size} training, {len(valid_samples)} validation samples")
+            note(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} start at iteration {start} on {self.device}, "
+                 f"{self.world.size} process(es)")
             self.model.train()
-            bar = tqdm(loader, total=t.iterations - start, initial=0, desc=self.cfg.NAME, dynamic_ncols=True,
+            bar = tqdm(self._batches(), total=self.iterations - start, desc=self.name, dynamic_ncols=True,
                        disable=not self.world.main)
-            running = []
+            losses, parts, finite, first = [], [], torch.ones((), dtype=torch.bool, device=self.device), start + 1
             for x, labels in bar:
                 self.iteration += 1
-                loss, parts = self.step(x, labels)
-                running.append(loss)
-                bar.set_postfix(loss=f"{loss:.4f}", best=self.best["score"])
-                if self.iteration % t.log_every == 0:
-                    mean, running = float(np.mean(running)), []
-                    writer.add_scalar("loss/total", mean, self.iteration)
-                    for k, v in parts.items():
-                        writer.add_scalar(f"loss/{k}", v, self.iteration)
-                    note(f"iter {self.iteration} loss {mean:.5f} " + " ".join(f"{k} {v:.5f}" for k, v in parts.items()))
-                last = self.iteration == t.iterations
+                loss, terms, ok = self.step(x, labels)
+                losses.append(loss)
+                parts.append(terms)
+                finite = finite & ok
+                last = self.iteration == self.iterations
+                if self.iteration % self.every.log == 0 or last:
+                    means = self._log(writer, note, losses, parts, finite, first)
+                    bar.set_postfix(loss=f"{means['total']:.4f}", best=self.best["score"])
+                    losses, parts, first = [], [], self.iteration + 1
                 if not self.world.main:  # rank 0 alone validates and writes checkpoints
                     continue
-                if valid_samples and (self.iteration % t.valid_every == 0 or last):
-                    bar.write(f"[valid] iter {self.iteration}: {self._validate(valid_samples, writer, note)}")
-                if self.iteration % t.save_every == 0 or last:
+                if self.validator is not None and (self.iteration % self.every.valid == 0 or last):
+                    bar.write(f"[valid] iter {self.iteration}: {self._validate(writer, note)}")
+                if self.iteration % self.every.save == 0 or last:
                     self._save_periodic()
             bar.close()
-            note(f"# done: best {t.select_metric} {self.best['score']} at iteration {self.best['iteration']}")
+            note(f"# done: best {self.validator.select_metric if self.validator else '-'} {self.best['score']} "
+                 f"at iteration {self.best['iteration']}")
         return self.best

@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from pea.errors import PEAInputError
-from pea.io import H5_SUFFIXES, TEMP_MARK, _one_line, split_h5_path
+from pea.io import H5_SUFFIXES, TEMP_MARK, one_line, split_h5_path
 
 CONTAINERS = (".zarr", ".n5")
 TIFF_SUFFIXES = (".tif", ".tiff")
@@ -52,7 +52,7 @@ def open_volume(spec: str) -> Iterator:
         stack.close()
         if isinstance(err, PEAInputError):
             raise
-        raise PEAInputError(f"{spec}: cannot read the volume ({_one_line(err)})") from None
+        raise PEAInputError(f"{spec}: cannot read the volume ({one_line(err)})") from None
     with stack:
         yield array
 

@@ -6,8 +6,8 @@ weights, the unit-step channels' first plane filled) or `ramp` (the project's: s
 ramps, an affinity counts only from windows that hold both of its voxels). `WindowGrid` is
 that grid. The affinities of a box (`WindowGrid.blend`) come from exactly the windows of the
 grid that touch the box, evaluated on the same input and accumulated in the same order, so a
-box's affinities equal the whole volume's there bit for bit (`pea.inference.predict_volume*`
-are the box that is the whole volume). The price is that a window straddling two boxes is
+box's affinities equal the whole volume's there bit for bit (`pea.inference.predict_windows`
+is the box that is the whole volume). The price is that a window straddling two boxes is
 evaluated for each of them: with boxes of B voxels along an axis and windows at stride S, about
 (B + W - S) / B windows per owned window per axis (`WindowGrid.cost`).
 
@@ -17,7 +17,7 @@ slices (numpy, h5py, zarr): reflect padding is an index map into the volume, not
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -193,8 +193,3 @@ class WindowGrid:
             return (out / total).cpu().numpy()
         return (out / torch.from_numpy(self._ramp_norm(box, self._ramp_weight()[1])).to(out.device)).cpu().numpy()
 
-
-def volume_grid(shape: Sequence[int], offsets: Sequence[Offset], test_cfg: Mapping) -> WindowGrid:
-    """The window grid TEST.window, TEST.overlap, TEST.window_blend and TEST.context give."""
-    return WindowGrid.create(shape, offsets, test_cfg["window"], test_cfg["overlap"] or [0] * len(shape),
-                             test_cfg["window_blend"], test_cfg["context"])

@@ -1,5 +1,6 @@
 """Save the untrained network a run starts from: python untrained.py -c=CONFIG [--run NAME];
-then python inference.py -c=CONFIG -mn=NAME -id=init -m=ac3 --waterz --lmc --mutex."""
+then python inference.py -c=CONFIG -mn=NAME_untrained -id=init -m=ac3 -waterz -mutex (the multicut
+runs unless -lmc is given, as in the authors' script) scores it with all three partitioners."""
 import sys
 from pathlib import Path
 

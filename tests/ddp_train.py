@@ -8,7 +8,7 @@ from torch import nn
 
 from pea.config import make_config
 from pea.models import register
-from pea.train import Trainer
+from pea.settings import trainer as build_trainer
 
 
 class PixelNet(nn.Module):
@@ -40,4 +40,4 @@ if __name__ == "__main__":
         "TEST": {"strides": [5, 5], "mask": "gt"},
     })
     torch.set_num_threads(1)
-    Trainer(cfg, run).run()
+    build_trainer(cfg, run).run()

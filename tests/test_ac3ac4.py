@@ -228,10 +228,10 @@ def _tiny_config(tmp_path, data_dir, **train):
 
 @pytest.mark.slow
 def test_short_training_lowers_the_loss(tmp_path, synth):
-    from pea.train import Trainer
+    from pea.settings import trainer as build_trainer
 
     cfg = _tiny_config(tmp_path, synth, iterations=40, valid_every=40, save_every=40)
-    trainer = Trainer(cfg, tmp_path / "run", device=torch.device("cpu"))
+    trainer = build_trainer(cfg, tmp_path / "run", device=torch.device("cpu"))
     best = trainer.run()
     losses = [float(line.split()[3]) for line in (tmp_path / "run" / "log.txt").read_text().splitlines()
               if line.startswith("iter ")]
@@ -243,10 +243,10 @@ def test_short_training_lowers_the_loss(tmp_path, synth):
 
 def test_checkpoints_keep_the_authors_names(tmp_path):
     """Every save writes model-%06d.ckpt and last.ckpt; TRAIN.keep_checkpoints prunes the oldest."""
-    from pea.train import Trainer
+    from pea.settings import trainer as build_trainer
 
     for keep, expected in [(None, [1, 2, 3, 1000]), (2, [3, 1000])]:
-        trainer = Trainer(_tiny_config(tmp_path, tmp_path, keep_checkpoints=keep), tmp_path / f"run{keep}")
+        trainer = build_trainer(_tiny_config(tmp_path, tmp_path, keep_checkpoints=keep), tmp_path / f"run{keep}")
         for iteration in (1, 2, 3, 1000):
             trainer.iteration = iteration
             trainer._save_periodic()
@@ -260,10 +260,11 @@ def test_inference_script_writes_each_method(tmp_path, synth, capsys):
     import yaml
 
     from pea.inference_cli import volume_inference_main as inference_main
-    from pea.train import Trainer, save_checkpoint
+    from pea.checkpoint import save_checkpoint
+    from pea.settings import trainer as build_trainer
 
     cfg = _tiny_config(tmp_path, synth, iterations=1)
-    save_checkpoint(tmp_path / "models" / "tiny" / "init.ckpt", Trainer(cfg, tmp_path / "x").state())
+    save_checkpoint(tmp_path / "models" / "tiny" / "init.ckpt", build_trainer(cfg, tmp_path / "x").state())
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg.to_dict()))
     argv = [f"-c={path}", "-mn=tiny", "-id=init", "-m=ac3", "-waterz", "-mutex", "--device=cpu"]

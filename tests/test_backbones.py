@@ -7,7 +7,8 @@ from pea.config import make_config
 from pea.errors import PEAInputError
 from pea.models import build_model, load_state_dict_checked
 from pea.synth.cvppp import generate_cvppp
-from pea.train import Trainer, load_checkpoint, model_from_checkpoint
+from pea.checkpoint import load_checkpoint, model_from_checkpoint
+from pea.settings import trainer as build_trainer
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def tiny_config(data_dir, backbone, **model):
                                               pytest.param("resnet101", None, marks=pytest.mark.slow)])
 def test_short_training_per_backbone(tiny_data, tmp_path, backbone, filters):
     cfg = tiny_config(tiny_data, backbone, filters=filters)
-    trainer = Trainer(cfg, tmp_path / backbone)
+    trainer = build_trainer(cfg, tmp_path / backbone)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     best = trainer.run()
     assert best["iteration"] == 3 and 0.0 <= best["score"] <= 1.0
@@ -66,7 +67,7 @@ def test_pretrained_from_config(tiny_data, tmp_path):
     path = tmp_path / "resnet50.pth"
     torch.save(weights, path)
     cfg = tiny_config(tiny_data, "resnet50", pretrained=str(path))
-    trainer = Trainer(cfg, tmp_path / "run")
+    trainer = build_trainer(cfg, tmp_path / "run")
     for k, v in trainer.model.encoder.state_dict().items():
         torch.testing.assert_close(v, weights[k])
 

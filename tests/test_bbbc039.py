@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 
 from pea.affinity import affinity_targets, embedding_affinity, offsets_from_shifts
+from pea import settings
 from pea.config import load_config, make_config
 from pea.data import bbbc039, get_reader
-from pea.data.common import Sample, pad_to, padded_shape
+from pea.data.common import pad_to, padded_shape
 from pea.errors import PEAInputError
 from pea.inference import foreground_mask, predict_image, segment, to_input
 from pea.losses import PEALoss
@@ -108,7 +109,7 @@ def test_predict_image_pads_and_crops_back_aligned():
     image = np.random.default_rng(1).random((52, 70, 1)).astype(np.float32)
     offsets = offsets_from_shifts(SHIFTS)
     cfg = data_cfg("unused", padded_size=[64, 96])
-    affs, fg = predict_image(Pointwise(), image, offsets, cfg, torch.device("cpu"))
+    affs, fg = predict_image(Pointwise(), image, offsets, normalize=cfg.normalize, padded_size=cfg.padded_size)
     assert affs.shape == (10, 52, 70) and fg.shape == (52, 70)
     x = (image[..., 0] - 0.5) / 0.25  # the network input of the grey 'percentile' mode
     np.testing.assert_allclose(fg, 1 / (1 + np.exp(x - (1 - x))), rtol=1e-5)
@@ -160,9 +161,8 @@ def test_reader_errors_name_the_file(tiny_data, tmp_path):
 def test_foreground_head_loss_falls():
     torch.manual_seed(0)
     offsets = offsets_from_shifts([1, 3])
-    cfg = make_config({"LOSS": {"mask_weight": 1000.0}})
     model = build_model({"in_channels": 1, "emb_dim": 4, "filters": [4, 4, 4, 4, 4], "fg_head": True})
-    loss = PEALoss(cfg.LOSS, offsets, 2)
+    loss = PEALoss(offsets, 2, mask_weight=1000.0)
     labels = torch.zeros(2, 32, 32, dtype=torch.long)
     labels[:, 4:14, 5:15], labels[:, 18:28, 16:30] = 1, 2
     x = torch.randn(2, 1, 32, 32) * 0.3 + (labels > 0).float()[:, None]
@@ -170,14 +170,13 @@ def test_foreground_head_loss_falls():
     fg = []
     for _ in range(15):
         total, parts = loss(model(x), labels)
-        fg.append(parts["fg"])
+        fg.append(float(parts["fg"]))
         opt.zero_grad()
         total.backward()
         opt.step()
     assert fg[0] > 100  # weighted by mask_weight
     assert fg[-1] < 0.5 * fg[0]
-    off = make_config({"LOSS": {"mask_weight": 0.0}})
-    assert "fg" not in PEALoss(off.LOSS, offsets, 2)(model(x), labels)[1]
+    assert "fg" not in PEALoss(offsets, 2, mask_weight=0.0)(model(x), labels)[1]
 
 
 def test_predicted_mask_drops_specks():
@@ -188,32 +187,30 @@ def test_predicted_mask_drops_specks():
     prob[12, 30] = 0.6  # 1 px
     prob[15:18, 2:5] = 0.4  # under 0.5: background
     prob[30:33, 2:6], prob[33:36, 6:10] = 0.9, 0.9  # 12 + 12 px touching at a corner only
-    sample = Sample("x", np.zeros((40, 40, 1), np.float32))
     expected = np.zeros((40, 40), bool)
     expected[2:8, 2:8] = expected[20:25, 20:25] = True
-    four = foreground_mask(sample, prob, {"mask": "pred", "fg_min_size": 25, "fg_connectivity": 1})
+    four = foreground_mask(prob, mode="pred", min_size=25, connectivity=1)
     np.testing.assert_array_equal(four, expected)
-    eight = foreground_mask(sample, prob, {"mask": "pred", "fg_min_size": 24, "fg_connectivity": 2})
+    eight = foreground_mask(prob, mode="pred", min_size=24, connectivity=2)
     expected8 = expected.copy()
     expected8[30:34, 30:36] = True  # 24 px: kept at 24
     expected8[30:33, 2:6] = expected8[33:36, 6:10] = True  # one object of 24 px when 8-connected
     np.testing.assert_array_equal(eight, expected8)
-    plain = foreground_mask(sample, prob, {"mask": "pred", "fg_min_size": 0, "fg_connectivity": 1})
+    plain = foreground_mask(prob, mode="pred")
     np.testing.assert_array_equal(plain, prob > 0.5)
     affs = np.ones((10, 40, 40), np.float32)
-    test = make_config({"TEST": {"strides": [10, 10]}}).TEST
-    seg = segment(affs, offsets_from_shifts(SHIFTS), test, four)["mutex"]
+    seg = segment(affs, offsets_from_shifts(SHIFTS), strides=[10, 10], mask=four)["mutex"]
     np.testing.assert_array_equal(seg > 0, expected)
 
 
 def test_ground_truth_affinities_recover_the_labels(tmp_path):
     """Ground-truth affinities and foreground through Mutex Watershed and merging."""
-    test = load_config(SCRIPTS / "config" / "bbbc039v1.yaml").TEST
+    test = settings.segment_options(load_config(SCRIPTS / "config" / "bbbc039v1.yaml").TEST)
     offsets = offsets_from_shifts(SHIFTS)
     generate_bbbc039(tmp_path, seed=9, n_train=0, n_valid=0, n_test=2)  # full size, 520x696
     for s in bbbc039.load_split(data_cfg(tmp_path), "test"):
         target, _ = affinity_targets(torch.from_numpy(s.labels.astype(np.int64))[None], offsets)
-        seg = segment(target[0].numpy(), offsets, test, s.fg)["mutex"]
+        seg = segment(target[0].numpy(), offsets, mask=s.fg, **test.partition_args())["mutex"]
         assert aggregated_jaccard_index(seg, s.gt) >= 0.99
 
 

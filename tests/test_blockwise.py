@@ -2,6 +2,8 @@
 blendings), the region graph merged from blocks is elf's RAG of the whole volume with the same
 edge statistics, and the global agglomeration equals waterz, multicut_segment and the contact
 rule on the whole volume for the same fragments."""
+from dataclasses import asdict
+
 import h5py
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from pea.models import build_model
 from pea.postprocess import WATERZ_SCORE, fragments_3d, merge_small_objects, multicut_segment, waterz_segment
 from pea.regiongraph import (ALL_COUNT, ALL_SUM, NN_COUNT, NN_SUM, edge_statistics, face_edges,
                              mean_affinity_agglomeration, merge_edges, merge_small_segments, multicut_labels)
+from pea.settings import predict_options
 from pea.windows import WindowGrid, read_reflected
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -145,7 +148,8 @@ def em_run(tmp_path_factory):
     cfg = project_checkpoint(tmp / "em.ckpt", "ac3ac4_demo", EM_OVERRIDE)
     raw = _em_volume(tmp / "raw.h5")
     model = model_from_checkpoint(load_checkpoint(tmp / "em.ckpt"), CPU)[0]
-    affs = predict(model, raw[..., None].astype(np.float32) / 255, EM_OFFSETS, make_config(cfg), CPU)[0]
+    options = asdict(predict_options(make_config(cfg)))
+    affs = predict(model, raw[..., None].astype(np.float32) / 255, EM_OFFSETS, device=CPU, **options)[0]
     return tmp, cfg, raw, affs
 
 

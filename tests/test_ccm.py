@@ -10,9 +10,9 @@ import torch
 
 from pea.affinity import offsets_from_shifts
 from pea.augment import normalize_tensor
-from pea.ccm import CrossView, box_mask, official_view, orient, second_view
+from pea.ccm import box_mask, official_view, orient, second_view
+from pea import settings
 from pea.config import load_config, make_config
-from pea.losses import PEALoss
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_2D = load_config(ROOT / "scripts_cvppp" / "config" / "cvppp.yaml").LOSS
@@ -30,6 +30,12 @@ def _official(base=PAPER_2D, **values):
     return cfg
 
 
+def _box(cfg):
+    """`box_mask`'s keyword arguments from a LOSS section."""
+    keys = ("boxes", "box_min", "box_max", "blank", "min_foreground")
+    return {k: v for k, v in settings.official_view_options(cfg).items() if k in keys}
+
+
 def _gen(seed):
     return torch.Generator().manual_seed(seed)
 
@@ -42,7 +48,7 @@ def test_second_view_flip_is_undone():
     cfg = _loss_cfg(ccm_intensity=0.0, ccm_mask_prob=0.0, ccm_flip=True)
     seen = set()
     for seed in range(12):
-        view, rules = second_view(x, labels, cfg, _gen(seed))
+        view, rules = second_view(x, labels, **settings.project_view_options(cfg), generator=_gen(seed))
         assert (rules == rules[:1]).all()  # one flip for the batch
         seen.add(tuple(rules[0].tolist()))
         # a pixel-wise "network" (identity): undoing the flip gives back the input exactly
@@ -60,7 +66,7 @@ def _half_foreground():
 def test_second_view_masks_only_foreground():
     x, labels = _half_foreground()
     cfg = _loss_cfg(ccm_intensity=0.0, ccm_mask_prob=1.0, ccm_flip=False)
-    view, rules = second_view(x, labels, cfg, _gen(1))
+    view, rules = second_view(x, labels, **settings.project_view_options(cfg), generator=_gen(1))
     assert not rules.any()
     assert (view[:, 0, :, :32] == 1).all()  # background untouched
     assert (view[:, 0, :, 32:] == 0).any()  # some foreground blanked
@@ -69,8 +75,9 @@ def test_second_view_masks_only_foreground():
 def test_second_view_blanks_anywhere():
     x, labels = _half_foreground()
     cfg = _loss_cfg(ccm_intensity=0.0, ccm_mask_prob=1.0, ccm_flip=False, ccm_blank="anywhere")
-    fg_only = second_view(x, labels, _loss_cfg(ccm_intensity=0.0, ccm_mask_prob=1.0, ccm_flip=False), _gen(1))[0]
-    view, _ = second_view(x, labels, cfg, _gen(1))
+    fg_cfg = _loss_cfg(ccm_intensity=0.0, ccm_mask_prob=1.0, ccm_flip=False)
+    fg_only = second_view(x, labels, **settings.project_view_options(fg_cfg), generator=_gen(1))[0]
+    view, _ = second_view(x, labels, **settings.project_view_options(cfg), generator=_gen(1))
     assert (view[:, 0, :, :32] == 0).any()  # background blanked too
     # the same blocks: where the foreground-only view blanked, this one did as well
     assert (view[fg_only == 0] == 0).all()
@@ -92,11 +99,13 @@ def test_orient_is_undone_for_every_rule(spatial):
 def test_official_view_draws_flips_and_transposes_per_sample():
     x = torch.rand(64, 1, 8, 8)
     cfg = _official(ccm_intensity=0.0, ccm_boxes=[0, 0])
-    view, rules = official_view(x, torch.zeros(64, 8, 8, dtype=torch.long), cfg, _gen(0))
+    view, rules = official_view(x, torch.zeros(64, 8, 8, dtype=torch.long), **settings.official_view_options(cfg),
+                                generator=_gen(0))
     torch.testing.assert_close(view, orient(x, rules))
     assert rules.shape == (64, 3) and 0.3 < rules.float().mean() < 0.7
     assert len({tuple(r) for r in rules.tolist()}) == 8  # x flip, y flip and transpose: 3 bits
-    _, rules = official_view(torch.rand(8, 1, 8, 10), torch.zeros(8, 8, 10, dtype=torch.long), cfg, _gen(0))
+    _, rules = official_view(torch.rand(8, 1, 8, 10), torch.zeros(8, 8, 10, dtype=torch.long),
+                             **settings.official_view_options(cfg), generator=_gen(0))
     assert not rules[:, -1].any()  # no transpose of a non-square crop
 
 
@@ -104,7 +113,8 @@ def test_official_view_draws_flips_and_transposes_per_sample():
 def test_official_intensity_is_within_5_percent_one_value_for_all_channels():
     x = 0.2 + 0.6 * torch.rand(32, 3, 8, 8)  # no clipping at +-5%
     cfg = _official(ccm_boxes=[0, 0], ccm_flip=False, ccm_transpose=False)
-    view, _ = official_view(x, torch.zeros(32, 8, 8, dtype=torch.long), cfg, _gen(3))
+    view, _ = official_view(x, torch.zeros(32, 8, 8, dtype=torch.long), **settings.official_view_options(cfg),
+                            generator=_gen(3))
     scales, shifts = [], []
     for a, b in zip(x.reshape(32, -1).double(), view.reshape(32, -1).double()):
         design = torch.stack([a, torch.ones_like(a)], 1)
@@ -120,14 +130,16 @@ def test_official_intensity_is_within_5_percent_one_value_for_all_channels():
 def test_official_intensity_is_clipped():
     x = torch.cat([torch.zeros(16, 1, 4, 4), torch.ones(16, 1, 4, 4)], 2)
     cfg = _official(ccm_boxes=[0, 0], ccm_flip=False, ccm_transpose=False)
-    view, _ = official_view(x, torch.zeros(16, 8, 4, dtype=torch.long), cfg, _gen(0))
+    view, _ = official_view(x, torch.zeros(16, 8, 4, dtype=torch.long), **settings.official_view_options(cfg),
+                            generator=_gen(0))
     assert view.min() >= 0 and view.max() <= 1 and (view == 1).any() and (view == 0).any()
 
 
 def test_official_3d_intensity_per_section_with_gamma():
     x = 0.3 + 0.4 * torch.rand(64, 1, 4, 6, 6)
     cfg = _official(PAPER_3D, ccm_boxes=[0, 0], ccm_flip=False, ccm_transpose=False)
-    view, _ = official_view(x, torch.ones(64, 4, 6, 6, dtype=torch.long), cfg, _gen(0))
+    view, _ = official_view(x, torch.ones(64, 4, 6, 6, dtype=torch.long), **settings.official_view_options(cfg),
+                            generator=_gen(0))
     changed = ~torch.isclose(view, x).flatten(1).all(1)
     assert 0.3 < changed.float().mean() < 0.7  # with chance 0.5
     section = view[changed][:, 0]  # (n, z, y, x): gamma makes it non-linear, different per section
@@ -153,7 +165,7 @@ def test_official_2d_boxes_are_squares_inside_the_foreground_box():
     cfg = _official(ccm_boxes=[1, 1])
     sides = []
     for seed in range(80):
-        mask = box_mask(labels, cfg, _gen(seed))[0]
+        mask = box_mask(labels, **_box(cfg), generator=_gen(seed))[0]
         rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
         side = len(rows)
         assert len(cols) == side and mask.sum() == side * side  # one square
@@ -166,7 +178,7 @@ def test_official_2d_boxes_are_squares_inside_the_foreground_box():
 def test_official_2d_box_count_is_0_to_20():
     labels = _bbox_labels()
     cfg = _official(ccm_box_min=[1, 1], ccm_box_max=[1, 1])  # one-pixel boxes: count = pixels
-    counts = [int(box_mask(labels, cfg, _gen(seed)).sum()) for seed in range(80)]
+    counts = [int(box_mask(labels, **_box(cfg), generator=_gen(seed)).sum()) for seed in range(80)]
     assert max(counts) <= 20 and min(counts) <= 2 and 7 < np.mean(counts) < 13
 
 
@@ -175,7 +187,7 @@ def test_official_2d_boxes_filled_with_the_foreground_mean():
     labels = _bbox_labels(4)
     cfg = _official(ccm_intensity=0.0, ccm_flip=False, ccm_transpose=False, ccm_boxes=[20, 20],
                     ccm_box_min=[10, 10])
-    view, _ = official_view(x, labels, cfg, _gen(0))
+    view, _ = official_view(x, labels, **settings.official_view_options(cfg), generator=_gen(0))
     mean = x[:, :, 10:41, 20:51].mean((2, 3))
     changed = (view != x).any(1)
     assert changed.any(1).any(1).all()
@@ -188,14 +200,15 @@ def test_official_2d_boxes_go_anywhere_when_the_foreground_is_small():
     labels = torch.zeros(1, 64, 64, dtype=torch.long)
     labels[:, 30:35, 30:35] = 1  # 25 px, narrower than most squares
     cfg = _official(ccm_boxes=[20, 20], ccm_box_min=[12, 12], ccm_box_max=[12, 12])
-    outside = [bool((box_mask(labels, cfg, _gen(s))[0] & (labels[0] == 0)).any()) for s in range(5)]
+    outside = [bool((box_mask(labels, **_box(cfg), generator=_gen(s))[0] & (labels[0] == 0)).any())
+               for s in range(5)]
     assert all(outside)
     labels[:, 5:60, 5:60] = 1  # large enough, but under ccm_min_foreground: anywhere too
     labels[:, 5:60, 5] = 0
-    inside = box_mask(labels, cfg, _gen(0))[0]
+    inside = box_mask(labels, **_box(cfg), generator=_gen(0))[0]
     assert not (inside & ~torch.zeros_like(inside).index_fill_(0, torch.arange(5, 60), True)).any()
     few = _official(ccm_boxes=[20, 20], ccm_box_min=[12, 12], ccm_box_max=[12, 12], ccm_min_foreground=10**6)
-    rows = [box_mask(labels, few, _gen(s))[0].any(1).nonzero().flatten() for s in range(10)]
+    rows = [box_mask(labels, **_box(few), generator=_gen(s))[0].any(1).nonzero().flatten() for s in range(10)]
     assert min(int(r.min()) for r in rows) < 5 or max(int(r.max()) for r in rows) >= 59
 
 
@@ -205,7 +218,7 @@ def test_official_3d_boxes_sizes_and_zero_fill():
     x = 0.5 + 0.5 * torch.rand(1, 1, 18, 48, 48)
     z_sizes, yx_sizes = set(), set()
     for seed in range(40):
-        view, _ = official_view(x, labels, cfg, _gen(seed))
+        view, _ = official_view(x, labels, **settings.official_view_options(cfg), generator=_gen(seed))
         box = view[0, 0] == 0
         z, y, xx = (box.flatten(1).any(1), box.any(0).any(1), box.any(0).any(0))
         assert int(box.sum()) == int(z.sum() * y.sum() * xx.sum())  # one box, set to 0
@@ -214,7 +227,7 @@ def test_official_3d_boxes_sizes_and_zero_fill():
         yx_sizes.add(int(y.sum()))
     assert len(z_sizes) >= 4 and len(yx_sizes) >= 6
     cfg = _official(PAPER_3D, ccm_box_min=[1, 1, 1], ccm_box_max=[1, 1, 1])
-    counts = [int(box_mask(labels, cfg, _gen(seed)).sum()) for seed in range(40)]
+    counts = [int(box_mask(labels, **_box(cfg), generator=_gen(seed)).sum()) for seed in range(40)]
     assert max(counts) <= 60 and 20 < np.mean(counts) < 40  # 0-60 boxes
 
 
@@ -233,7 +246,7 @@ def test_cross_view_returns_both_views_in_the_first_frame():
     cfg = _loss_cfg(ccm_intensity=0.0, ccm_mask_prob=0.0, ccm_flip=True)
     flipped = 0
     for iteration in range(8):
-        cross = CrossView(cfg, seed=5)
+        cross = settings.cross_view(cfg, 5, "unit")
         out, out2 = cross(_Pixelwise(), x, labels, iteration)
         torch.testing.assert_close(out["embeddings"][0], 2 * x)
         torch.testing.assert_close(out2["embeddings"][0], 2 * x)  # the flips are undone
@@ -246,7 +259,7 @@ def test_official_cross_view_undoes_flips_and_transposes_of_normalised_inputs():
     x = normalize_tensor(torch.rand(6, 3, 16, 16), "imagenet")
     labels = torch.ones(6, 16, 16, dtype=torch.long)
     cfg = _official(ccm_intensity=0.0, ccm_boxes=[0, 0])
-    cross = CrossView(cfg, seed=1, normalize="imagenet")
+    cross = settings.cross_view(cfg, 1, "imagenet")
     out, out2 = cross(_Pixelwise(), x, labels, 0)
     torch.testing.assert_close(out2["embeddings"][0], 2 * x, atol=1e-5, rtol=1e-5)
     assert cross.view(x, labels, 0)[1][:, -1].any()  # transposes happened
@@ -273,8 +286,8 @@ def _batch():
 
 
 def _ccm_grads(cfg, model, x, labels):
-    loss = PEALoss(make_config({"LOSS": {**cfg, "scm": False, "epm": False}}).LOSS, offsets_from_shifts([1, 3]), 2)
-    out, out2 = CrossView(cfg, seed=2, normalize="imagenet")(model, x, labels, 0)
+    loss = settings.loss({"LOSS": {**cfg, "scm": False, "epm": False}}, offsets_from_shifts([1, 3]), 2)
+    out, out2 = settings.cross_view(cfg, 2, "imagenet")(model, x, labels, 0)
     model.zero_grad()
     loss(out, labels, out2)[0].backward()
     return out, out2, {k: p.grad.clone() for k, p in model.named_parameters()}
@@ -287,7 +300,7 @@ def test_official_ccm_gradient_flows_through_the_first_view_only():
     assert not out2["embeddings"][0].requires_grad
     # the same loss with the second view's embedding given as a constant: the same gradients
     target = out2["embeddings"][0].clone()
-    loss = PEALoss(make_config({"LOSS": {**PAPER_2D, "scm": False, "epm": False}}).LOSS, offsets_from_shifts([1, 3]), 2)
+    loss = settings.loss({"LOSS": {**PAPER_2D, "scm": False, "epm": False}}, offsets_from_shifts([1, 3]), 2)
     model.zero_grad()
     loss(model(x), labels, {"embeddings": [target]})[0].backward()
     for k, p in model.named_parameters():

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pea.affinity import resolve_offsets
+from pea.settings import offsets as resolve_offsets
 from pea.config import DEFAULTS, load_config, make_config
 from pea.data import READERS, get_reader
 from pea.errors import PEAInputError
@@ -113,7 +113,7 @@ def test_small_objects_match_the_merge_rule(rule, passes, ok):
 
 
 def test_metrics_key_selects_what_is_scored():
-    from pea.train import reported_metrics
+    from pea.config import reported_metrics
 
     reader = get_reader("bbbc039v1")
     assert reported_metrics(make_config({"DATA": {"dataset": "bbbc039v1"}}), reader) == list(reader.METRICS)

@@ -159,6 +159,7 @@ def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):
     """Ground-truth affinities through the whole post-processing (MWS + merging)."""
     from pea.affinity import affinity_targets, offsets_from_shifts
     from pea.inference import segment
+    from pea.settings import segment_options
 
     cfg = load_config(SCRIPTS / "config" / "cvppp.yaml")
     offsets = offsets_from_shifts(cfg.DATA.shifts)
@@ -168,5 +169,5 @@ def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):
     for _ in range(3):
         _, labels = make_plant(rng, 530, 500, int(rng.integers(5, 20)))
         target, _ = affinity_targets(torch.from_numpy(labels.astype(np.int64))[None], offsets)
-        seg = segment(target[0].numpy(), offsets, cfg.TEST, labels > 0)["mutex"]
+        seg = segment(target[0].numpy(), offsets, mask=labels > 0, **segment_options(cfg.TEST).partition_args())["mutex"]
         assert symmetric_best_dice(seg, labels) >= 0.99

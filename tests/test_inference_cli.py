@@ -35,10 +35,11 @@ def test_image_flags_have_the_authors_meanings():
     cfg = load_config(ROOT / "scripts_cvppp" / "config" / "cvppp.yaml")
     _apply_image_flags(cfg, args)
     assert (cfg.TEST.strides, cfg.DATA.neighbor, cfg.DATA.shifts) == ([7, 7], 8, [1, 3])
-    args = image_parser().parse_args(BASE + ["-m=test", "-mutex"])
-    assert args.mode == "test" and args.mutex  # never "-m utex"
-    with pytest.raises(SystemExit):
-        image_parser().parse_args(BASE + ["-m=test", "-lmc"])
+    args = image_parser().parse_args(BASE + ["-m=test", "--partitioner", "mutex,waterz"])
+    assert args.mode == "test" and args.partitioner == ["mutex", "waterz"]
+    for bad in ("mutex,mutex", "watershed", ""):
+        with pytest.raises(SystemExit):
+            image_parser().parse_args(BASE + ["-m=test", "--partitioner", bad])
 
 
 def test_flags_change_the_run(tmp_path):

@@ -8,7 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pea.affinity import EM_OFFSETS, offsets_from_shifts, resolve_offsets
+from pea.affinity import EM_OFFSETS, offsets_from_shifts
+from pea.settings import offsets as resolve_offsets
+from pea import settings
 from pea.config import load_config, make_config
 from pea.losses import PEALoss
 from reference import level_loss, nearest
@@ -62,12 +64,12 @@ def test_loss_composition_matches_reference(case):
     emb2 = _pyramid(rng, 2, c["shape"], inplane_only=c["inplane"])
     weights = {"scm_weight": 1.5, "ccm_weight": 0.7, "epm_weight": 2.0}
     norm, outside = c.get("normalize", "mean"), c.get("outside", "ignore")
-    cfg = make_config({"LOSS": {"epm_groups": c["epm"], "background": c["background"], "normalize": norm,
-                                "outside_pairs": outside, **weights}}).LOSS
-    loss = PEALoss(cfg, c["offsets"], c["group"])
+    loss = PEALoss(c["offsets"], c["group"], epm_groups=c["epm"], background=c["background"], normalize=norm,
+                   outside_pairs=outside, **weights)
     as_torch = lambda levels: {"embeddings": [torch.from_numpy(e).float() for e in levels],  # noqa: E731
                                "foreground": None}
     total, parts = loss(as_torch(emb), torch.from_numpy(labels), as_torch(emb2))
+    parts = {k: float(v) for k, v in parts.items()}
 
     ref = dict(background=c["background"], normalize=norm, outside=OUTSIDE[outside])
     scm = level_loss(emb[0], labels, c["offsets"], **ref)
@@ -89,8 +91,8 @@ def _tiny_case(normalize, outside):
     labels = torch.tensor([[[1, 1, 2, 2], [1, 1, 2, 2]]])
     full, half = torch.ones(1, 3, 2, 4), torch.ones(1, 3, 1, 2)
     out = {"embeddings": [full, half], "foreground": None}
-    cfg = make_config({"LOSS": {"epm_groups": [1], "normalize": normalize, "outside_pairs": outside}}).LOSS
-    return PEALoss(cfg, [(-1, 0), (0, -1)], 2)(out, labels, out)[1]
+    loss = PEALoss([(-1, 0), (0, -1)], 2, epm_groups=[1], normalize=normalize, outside_pairs=outside)
+    return {k: float(v) for k, v in loss(out, labels, out)[1].items()}
 
 
 @pytest.mark.parametrize("normalize, outside, scm", [
@@ -117,22 +119,20 @@ def test_foreground_head_weights_from_the_batch():
     labels = torch.zeros(2, 6, 5, dtype=torch.long)
     labels[:, 1:3, 1:4] = 3  # 12 foreground, 48 background pixels
     out = {"embeddings": [torch.randn(2, 4, 6, 5)], "foreground": logits}
-    cfg = make_config({"LOSS": {"scm": False, "ccm": False, "epm": False, "mask_weight": 2.0,
-                                "fg_weighting": "batch"}}).LOSS
-    _, parts = PEALoss(cfg, [(0, -1)], 2)(out, labels)
+    heads = {"scm": False, "ccm": False, "epm": False, "mask_weight": 2.0}
+    _, parts = PEALoss([(0, -1)], 2, fg_weighting="batch", **heads)(out, labels)
     ce = F.cross_entropy(logits, (labels > 0).long(), reduction="none")
     w = torch.where(labels > 0, 48.0, 12.0)
-    assert parts["fg"] == pytest.approx(2.0 * float((w * ce).sum() / w.sum()), rel=1e-5)
-    fixed = make_config({"LOSS": {"scm": False, "ccm": False, "epm": False, "mask_weight": 2.0}}).LOSS
+    assert float(parts["fg"]) == pytest.approx(2.0 * float((w * ce).sum() / w.sum()), rel=1e-5)
     w = torch.where(labels > 0, 10.0, 1.0)
-    assert PEALoss(fixed, [(0, -1)], 2)(out, labels)[1]["fg"] == pytest.approx(2.0 * float((w * ce).sum() / w.sum()),
-                                                                              rel=1e-5)
+    fixed = float(PEALoss([(0, -1)], 2, **heads)(out, labels)[1]["fg"])
+    assert fixed == pytest.approx(2.0 * float((w * ce).sum() / w.sum()), rel=1e-5)
 
 
 def test_paper_config_3d_levels_use_only_the_nearest_offsets():
     cfg = load_config(ROOT / "scripts_ac3ac4" / "config" / "ac3ac4.yaml")
     offsets, group = resolve_offsets(cfg.DATA)
-    levels = PEALoss(cfg.LOSS, offsets, group).level_offsets()
+    levels = settings.loss(cfg, offsets, group).level_offsets()
     assert levels == [[(-1, 0, 0), (0, -1, 0), (0, 0, -1)]] * 4
 
 
@@ -145,9 +145,8 @@ def test_paper_configs_2d_state_the_authors_objective(config):
 
 
 def test_level_offsets_are_the_nearest_groups():
-    cfg = make_config({"LOSS": {"epm_groups": [4, 3, 2, 1]}}).LOSS
     offsets = offsets_from_shifts([1, 3, 5, 9, 27])
-    levels = PEALoss(cfg, offsets, 2).level_offsets()
+    levels = PEALoss(offsets, 2, epm_groups=[4, 3, 2, 1]).level_offsets()
     assert levels == [offsets[:8], offsets[:6], offsets[:4], offsets[:2]]
     assert levels[-1] == [(-1, 0), (0, -1)]
 
@@ -156,6 +155,5 @@ def test_switched_off_terms_are_absent():
     rng = np.random.default_rng(0)
     labels = torch.from_numpy(_blobs(rng, 1, (16, 16)))
     out = {"embeddings": [torch.from_numpy(e).float() for e in _pyramid(rng, 1, (16, 16))], "foreground": None}
-    cfg = make_config({"LOSS": {"ccm": False, "epm": False}}).LOSS
-    _, parts = PEALoss(cfg, offsets_from_shifts([1, 3]), 2)(out, labels, out)
+    _, parts = PEALoss(offsets_from_shifts([1, 3]), 2, ccm=False, epm=False)(out, labels, out)
     assert set(parts) == {"scm"}

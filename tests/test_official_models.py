@@ -19,7 +19,7 @@ from pea.models import build_model, official_model_config
 from pea.models.official import OfficialResUNet, OfficialSuperhuman
 from pea.inference_cli import image_inference_main as inference_main
 from pea.synth.cvppp import generate_cvppp
-from pea.train import Trainer
+from pea.settings import trainer as build_trainer
 
 DATA = Path(__file__).resolve().parent / "data" / "official"
 SCRIPTS_CVPPP = Path(__file__).resolve().parents[1] / "scripts_cvppp"
@@ -160,7 +160,7 @@ def test_resume_from_an_official_checkpoint(tmp_path):
         "MODEL": official_model_config(raw["model_weights"]),
         "TRAIN": {"device": "cpu", "select_metric": "sbd"},
     })
-    trainer = Trainer(cfg, tmp_path / "run")
+    trainer = build_trainer(cfg, tmp_path / "run")
     trainer.resume(path)
     assert trainer.iteration == raw["current_iter"]
     for k, v in trainer.model.state_dict().items():

@@ -10,6 +10,7 @@ from skimage.measure import label as connected
 from pea.affinity import EM_OFFSETS, affinity_targets, offsets_from_shifts
 from pea.config import make_config
 from pea.inference import finish, partition
+from pea.settings import segment_options
 from pea.metrics import symmetric_best_dice
 from pea.postprocess import (dt_watershed_fragments, maxima_fragments, merge_small_objects, mutex_watershed,
                              official_multicut, waterz_segment)
@@ -173,8 +174,8 @@ def test_official_multicut_reproduces_the_paper_code(official_3d):
 def test_fragments_key_selects_the_graph(official_3d):
     affs = official_3d["affs"]
     for mode in ("project", "official"):
-        test = make_config({"TEST": {"fragments": mode}}).TEST
-        segs = partition(affs, EM_OFFSETS[:3], test, ["waterz", "lmc"])
+        test = segment_options(make_config({"TEST": {"fragments": mode}}).TEST)
+        segs = partition(affs, EM_OFFSETS[:3], ["waterz", "lmc"], fragments=test.fragments)
         if mode == "official":
             assert _one_to_one(segs["waterz"], official_3d["waterz"])
             assert _one_to_one(segs["lmc"], official_3d["lmc"])
@@ -186,8 +187,9 @@ def test_fragments_key_selects_the_graph(official_3d):
 def test_merge_rule_key_selects_the_rule():
     data = np.load(OFFICIAL / "merge_small_objects.npz")
     seg, ref = data["cvppp_0_input"], data["cvppp_0_output"]
-    window = make_config({"TEST": {"merge_rule": "window", "small_objects": WINDOW_PASSES["cvppp"]}}).TEST
-    out = finish(seg, seg.shape, window)
+    window = segment_options(make_config({"TEST": {"merge_rule": "window", "small_objects": WINDOW_PASSES["cvppp"]}}).TEST)
+    out = finish(seg, seg.shape, small_objects=window.small_objects, merge_rule=window.merge_rule)
     assert _one_to_one(out, ref) and out.max() == np.unique(ref).size - 1  # ids 1..N
-    contact = make_config({"TEST": {"small_objects": [5, 20, 50, 300]}}).TEST
-    np.testing.assert_array_equal(finish(seg, seg.shape, contact), merge_small_objects(seg, [5, 20, 50, 300]))
+    contact = segment_options(make_config({"TEST": {"small_objects": [5, 20, 50, 300]}}).TEST)
+    merged = finish(seg, seg.shape, small_objects=contact.small_objects, merge_rule=contact.merge_rule)
+    np.testing.assert_array_equal(merged, merge_small_objects(seg, [5, 20, 50, 300]))

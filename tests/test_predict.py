@@ -61,7 +61,7 @@ def test_a_folder_of_images_with_a_project_checkpoint(images, ckpt_2d, tmp_path,
         assert affs.shape == (10, round(shape[0] / 2), round(shape[1] / 2)) and affs.dtype == np.float32
     assert not list(out.glob(".*"))
     glob_out = tmp_path / "png"
-    assert main(argv + ["--mutex", "--input", str(images / "*.png"), "--output", str(glob_out)]) == 0
+    assert main(argv + ["--partitioner", "mutex", "--input", str(images / "*.png"), "--output", str(glob_out)]) == 0
     assert sorted(p.name for p in glob_out.iterdir()) == ["rgb.tif", "rgba.tif"]
 
 
@@ -117,7 +117,7 @@ def test_volumes_in_every_format_give_one_segmentation(volumes, tmp_path):
     specs = [f"{tmp}/raw.h5:em/raw", f"{tmp}/raw.zarr/raw", f"{tmp}/raw.n5/raw", f"{tmp}/raw.tif"]
     outputs = []
     for k, spec in enumerate(specs):
-        assert _predict_volume(volumes, spec, tmp_path / f"out{k}.zarr", "--waterz", "--lmc") == 0
+        assert _predict_volume(volumes, spec, tmp_path / f"out{k}.zarr", "--partitioner", "waterz,lmc") == 0
         outputs.append(zarr.open_group(tmp_path / f"out{k}.zarr", mode="r"))
     first = outputs[0]
     assert first["affinities"].shape == (12,) + raw.shape and first["affinities"].chunks == (12, 5, 20, 24)
@@ -132,11 +132,11 @@ def test_volumes_in_every_format_give_one_segmentation(volumes, tmp_path):
 def test_whole_volume_and_the_authors_3d_checkpoint(volumes, tmp_path):
     tmp, raw = volumes
     out = tmp_path / "whole.zarr"
-    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--whole", "--mutex", "--waterz") == 0
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--whole", "--partitioner", "waterz,mutex") == 0
     whole = zarr.open_group(out, mode="r")
     assert whole["segmentation_mutex"].shape == raw.shape
     blockwise = tmp_path / "blockwise.zarr"
-    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", blockwise, "--waterz") == 0
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", blockwise, "--partitioner", "waterz") == 0
     np.testing.assert_allclose(zarr.open_group(blockwise, mode="r")["affinities"][:], whole["affinities"][:],
                                rtol=0, atol=1e-5)
     authors = ["predict", "--model", str(OFFICIAL / "superhuman3d_small.ckpt"), "--input", f"{tmp}/raw.zarr/raw",
@@ -168,17 +168,17 @@ def test_bad_images_and_options_are_one_line_errors(images, ckpt_2d, volumes, tm
     assert main(base + ["--input", str(tmp_path / "broken.png")]) == 2
     assert main(base + ["--input", str(tmp_path / "nothing")]) == 2
     tmp, _ = volumes
-    assert main(base + ["--input", str(images), "--waterz"]) == 2
-    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "o.zarr", "--mutex") == 2
+    assert main(base + ["--input", str(images), "--partitioner", "waterz"]) == 2
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "o.zarr", "--partitioner", "mutex") == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pea predict: error:")]
-    assert ["cannot read image" in lines[0], "no such folder" in lines[1], "2D images take --mutex" in lines[2],
+    assert ["cannot read image" in lines[0], "no such folder" in lines[1], "2D images take mutex" in lines[2],
             "--whole" in lines[3]] == [True] * 4
 
 
 def test_an_existing_output_is_replaced_whole(volumes, tmp_path):
     tmp, _ = volumes
     out = tmp_path / "seg.zarr"
-    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--waterz", "--lmc") == 0
-    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--waterz") == 0
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz,lmc") == 0
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz") == 0
     assert "segmentation_lmc" not in zarr.open_group(out, mode="r")
     assert [p.name for p in tmp_path.iterdir()] == ["seg.zarr"]

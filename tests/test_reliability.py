@@ -92,7 +92,7 @@ def test_6_resume_applies_the_new_learning_rate(data, tmp_path, capsys):
     assert train_main(SCRIPTS, args) == 0
     more = ["-c=cvppp_demo", "--run", "r", "--resume"] + tiny(data, tmp_path, **{"TRAIN.lr": 0.5})
     assert train_main(SCRIPTS, more) == 0
-    assert "replaced by TRAIN.lr = 0.5" in capsys.readouterr().out
+    assert "from the checkpoint replaced by 0.5 (TRAIN.lr)" in capsys.readouterr().out
     last = torch.load(tmp_path / "models" / "r" / "last.ckpt", weights_only=True)
     assert last["iteration"] == 4 and last["optimizer"]["param_groups"][0]["lr"] == 0.5
 

@@ -1,5 +1,4 @@
-"""Thread settings: --threads, OMP_NUM_THREADS, and the default that leaves the DataLoader
-workers their cores."""
+"""Thread settings: --threads, OMP_NUM_THREADS, and the default of every core."""
 import pytest
 import torch
 
@@ -22,7 +21,7 @@ def test_explicit_env_and_default(monkeypatch, restore_threads):
     assert torch.get_num_threads() == 1  # the user's OMP_NUM_THREADS is kept
     monkeypatch.delenv("OMP_NUM_THREADS")
     configure_threads(None, num_workers=1)
-    assert torch.get_num_threads() == default_threads(1) == max(1, cpu_cores() - 1)
+    assert torch.get_num_threads() == default_threads() == cpu_cores()
 
 
 def test_workers_use_one_thread(restore_threads):

@@ -5,12 +5,10 @@ import pytest
 import torch
 
 from pea.affinity import EM_OFFSETS, embedding_affinity
-from pea.config import make_config
 from pea.data.common import Sample
-from pea.inference import _starts, gaussian_weight, predict_volume, predict_volume_gaussian, segment_sample
+from pea.inference import PredictOptions, SegmentOptions, predict_windows, segment_sample
+from pea.windows import gaussian_weight, starts
 
-DATA = {"normalize": "unit"}
-DEVICE = torch.device("cpu")
 
 
 class PerVoxel(torch.nn.Module):
@@ -40,7 +38,7 @@ def _covered(shape, window, overlap, offsets):
             i = np.arange(n)
             lo, hi = np.minimum(i, i + o), np.maximum(i, i + o)
             ok = np.zeros(n, bool)
-            for s in _starts(n, w, overlap[d]):
+            for s in starts(n, w, overlap[d]):
                 ok |= (lo >= s) & (hi < s + w)
             out[c] &= ok.reshape([-1 if k == d else 1 for k in range(len(shape))])
     return out
@@ -56,7 +54,7 @@ def test_sliding_windows_equal_one_whole_pass(shape, window, overlap):
     volume = rng.random(shape + (1,), dtype=np.float32)
     model = PerVoxel().eval()
     offsets = [o for o in EM_OFFSETS if all(abs(v) <= m for v, m in zip(o, overlap))]
-    got = predict_volume(model, volume, offsets, window, overlap, DATA, DEVICE, progress=False)
+    got = predict_windows(model, volume, offsets, window, overlap=overlap, normalize="unit", progress=False)
     expected = _whole_pass(model, volume, offsets)
     assert got.shape == (len(offsets),) + shape
     np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
@@ -66,7 +64,7 @@ def test_pairs_that_no_window_holds_are_zero_and_the_rest_exact():
     shape, window, overlap = (10, 40, 44), (6, 24, 24), (2, 8, 8)  # 27-px offsets exceed the overlap
     volume = np.random.default_rng(3).random(shape + (1,), dtype=np.float32)
     model = PerVoxel().eval()
-    got = predict_volume(model, volume, EM_OFFSETS, window, overlap, DATA, DEVICE, progress=False)
+    got = predict_windows(model, volume, EM_OFFSETS, window, overlap=overlap, normalize="unit", progress=False)
     covered = _covered(shape, window, overlap, EM_OFFSETS)
     assert 0 < covered.mean() < 1
     np.testing.assert_allclose(got, _whole_pass(model, volume, EM_OFFSETS) * covered, rtol=0, atol=2e-6)
@@ -74,25 +72,25 @@ def test_pairs_that_no_window_holds_are_zero_and_the_rest_exact():
 
 def test_window_starts_cover_the_axis_with_the_overlap():
     for n, w, o in [(37, 16, 9), (16, 16, 4), (100, 18, 8), (5, 9, 2)]:
-        starts = _starts(n, min(w, n), o)
+        found = starts(n, min(w, n), o)
         w = min(w, n)
-        assert starts[0] == 0 and starts[-1] + w == n
-        assert all(b - a <= w - o for a, b in zip(starts, starts[1:]))
+        assert found[0] == 0 and found[-1] + w == n
+        assert all(b - a <= w - o for a, b in zip(found, found[1:]))
 
 
 def test_segment_sample_runs_each_method_on_a_volume():
     shape = (6, 32, 32)
     volume = np.random.default_rng(0).random(shape + (1,), dtype=np.float32)
-    cfg = make_config({"DATA": {"normalize": "unit"},
-                       "TEST": {"window": [6, 20, 20], "overlap": [2, 8, 8], "strides": [1, 10, 10]}})
+    options = {"predict_options": PredictOptions(normalize="unit", window=[6, 20, 20], overlap=[2, 8, 8]),
+               "segment_options": SegmentOptions(strides=[1, 10, 10])}
     sample = Sample("v", volume, None, None, shape, None)
-    out = segment_sample(PerVoxel().eval(), sample, cfg, EM_OFFSETS, DEVICE, methods=("waterz", "lmc", "mutex"))
+    out = segment_sample(PerVoxel().eval(), sample, EM_OFFSETS, methods=("waterz", "lmc", "mutex"), **options)
     assert out["affs"].shape == (12,) + shape and out["fg"] is None
     assert set(out["seg"]) == {"waterz", "lmc", "mutex"}
     for seg in out["seg"].values():
         assert seg.shape == shape and seg.min() >= 1  # every voxel belongs to a segment
-    with pytest.raises(ValueError, match="unknown post-processing method"):
-        segment_sample(PerVoxel().eval(), sample, cfg, EM_OFFSETS, DEVICE, methods=("watershed",))
+    with pytest.raises(ValueError, match="unknown partitioner"):
+        segment_sample(PerVoxel().eval(), sample, EM_OFFSETS, methods=("watershed",), **options)
 
 
 def _official_windows(model, volume, offsets, window, stride, context):
@@ -136,7 +134,8 @@ def test_gaussian_windows_match_the_authors_scheme(shape, window, overlap, conte
     volume = rng.random(shape + (1,), dtype=np.float32)
     model = PerVoxel().eval()
     stride = [w - o for w, o in zip(window, overlap)]
-    got = predict_volume_gaussian(model, volume, EM_OFFSETS, window, overlap, context, DATA, DEVICE, progress=False)
+    got = predict_windows(model, volume, EM_OFFSETS, window, overlap=overlap, blend="gaussian", context=context,
+                          normalize="unit", progress=False)
     expected = _official_windows(model, volume, EM_OFFSETS, window, stride, context)
     assert got.shape == (12,) + shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -153,11 +152,14 @@ def test_window_batches_and_bf16_agree_with_one_window_in_fp32(blend):
     rng = np.random.default_rng(5)
     volume = rng.random((10, 40, 36, 1), dtype=np.float32)
     model = PerVoxel().eval()
-    base = {"window": [6, 20, 20], "overlap": [2, 8, 8], "window_blend": blend, "context": [2, 4, 4]}
-    cfg = lambda **test: make_config({"DATA": DATA, "TEST": {**base, **test}})  # noqa: E731
+    base = {"normalize": "unit", "window": [6, 20, 20], "overlap": [2, 8, 8], "blend": blend, "context": [2, 4, 4]}
     sample = Sample("v", volume, None, None, volume.shape[:-1], None)
-    one = segment_sample(model, sample, cfg(), EM_OFFSETS, DEVICE, methods=["mutex"])["affs"]
-    batched = segment_sample(model, sample, cfg(window_batch=5), EM_OFFSETS, DEVICE, methods=["mutex"])["affs"]
+
+    def affs(**speed):
+        return segment_sample(model, sample, EM_OFFSETS, predict_options=PredictOptions(**base, **speed))["affs"]
+
+    one = affs()
+    batched = affs(batch=5)
     np.testing.assert_allclose(batched, one, rtol=0, atol=1e-6)
-    bf16 = segment_sample(model, sample, cfg(amp="bf16"), EM_OFFSETS, DEVICE, methods=["mutex"])["affs"]
+    bf16 = affs(amp="bf16")
     assert bf16.dtype == np.float32 and np.abs(bf16 - one).max() < 0.05  # bf16 network, float32 arithmetic

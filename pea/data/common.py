@@ -85,10 +85,9 @@ def pad_to(array: np.ndarray, shape: Sequence[int], mode: str = "reflect") -> tu
 
 
 def padded_shape(shape: Sequence[int], padded: Sequence[int] | None, multiple: int = 16) -> tuple[int, ...]:
-    """The configured padded size, or the next multiple of `multiple`, never smaller than `shape`."""
-    if padded:
-        return tuple(max(int(p), int(n)) for p, n in zip(padded, shape))
-    return tuple(-(-int(n) // multiple) * multiple for n in shape)
+    """The configured padded size where the image fits in it, else the next multiple of `multiple`."""
+    padded = padded or [0] * len(shape)
+    return tuple(int(p) if int(p) >= int(n) else -(-int(n) // multiple) * multiple for p, n in zip(padded, shape))
 
 
 def read_list(path: Path) -> list[str]:
