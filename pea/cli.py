@@ -1,4 +1,4 @@
-"""The `pea` command: `pea evaluate`, `pea synth`, `pea convert`, `pea predict`."""
+"""The `pea` command: `pea evaluate`, `pea synth`, `pea convert`, `pea predict`, `pea export`."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +13,7 @@ COMMANDS = {
     "synth": ("pea.synth.cli", "generate look-alike data sets in the real on-disk layouts"),
     "convert": ("pea.data.convert", "convert official annotations to the layout the readers use"),
     "predict": ("pea.predict", "segment your own images or volume (blockwise on dask for large volumes)"),
+    "export": ("pea.export", "write a trained network as a bioimage.io model package (.zip)"),
 }
 
 
