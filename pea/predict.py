@@ -193,11 +193,13 @@ def unit_image(arr: np.ndarray, channels: int, percentiles: Sequence[float] | No
     raise PEAInputError(f"{name}: {image.shape[-1]} channels, but the network takes {channels}")
 
 
-def _write_tif(path: Path, array: np.ndarray) -> None:
+def _write_tif(path: Path, array: np.ndarray, kind: str) -> None:
+    """`array` as a TIFF whose description marks it as pea's `kind` (labels | affinities), for
+    the napari plugin's reader."""
     import tifffile
 
     with atomic_write(path) as tmp:
-        tifffile.imwrite(tmp, array)
+        tifffile.imwrite(tmp, array, metadata={"pea": kind})
 
 
 def _write_ome_zarr(path: Path, affs: np.ndarray, seg: np.ndarray, offsets, args, source: Path) -> None:
@@ -225,43 +227,66 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     from tqdm import tqdm
 
     from pea import settings
-    from pea.data.common import rescale
-    from pea.inference import foreground_mask, predict, segment
     from pea.io import remove_stale
 
-    graph = [m for m in methods if m != "mutex"]
-    if graph:
-        raise PEAInputError(f"--partitioner {graph[0]}: waterz and multicut partition volumes; 2D images take mutex")
     files = image_files(args.input)
     offsets, _ = settings.offsets(cfg.DATA)
-    seg_opts = settings.segment_options(cfg.TEST, methods)
-    if seg_opts.mask == "gt":
-        print("notice: TEST.mask 'gt' needs ground truth; segmenting without a mask", file=sys.stderr)
-        seg_opts = replace(seg_opts, mask="none")
-    if seg_opts.mask == "pred" and not cfg.MODEL.fg_head:
-        raise PEAInputError(f"{args.model}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
-                            f"add --set TEST.mask=none")
-    pred_opts = asdict(settings.predict_options(cfg))
+    seg_opts = image_segment_options(settings.segment_options(cfg.TEST, methods), bool(cfg.MODEL.fg_head),
+                                     args.model)
+    pred_opts = settings.predict_options(cfg)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
     percentiles = cfg.DATA.get("percentiles")
     for path in tqdm(files, desc="segmenting"):
         image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
-        work = rescale(image, float(cfg.DATA.scale), nearest=False)
-        affs, fg = predict(model, work, offsets, device=device, **pred_opts)
-        mask = foreground_mask(fg, mode=seg_opts.mask, min_size=seg_opts.fg_min_size,
-                               connectivity=seg_opts.fg_connectivity, name=str(path))
-        seg = segment(affs, offsets, methods, mask=mask, shape=image.shape[:2], **seg_opts.partition_args())["mutex"]
-        seg = seg.astype(label_dtype(int(seg.max())))
+        seg, affs = segment_image(model, image, offsets, scale=float(cfg.DATA.scale), predict_options=pred_opts,
+                                  segment_options=seg_opts, device=device, name=str(path))
         if args.format == "ome-zarr":
             _write_ome_zarr(out / f"{path.stem}.ome.zarr", affs, seg, offsets, args, path)
             continue
-        _write_tif(out / f"{path.stem}.tif", seg)
+        _write_tif(out / f"{path.stem}.tif", seg, "labels")
         if args.save_affinities:
-            _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32))
+            _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32), "affinities")
     print(f"{len(files)} image(s) segmented into {out}")
     return 0
+
+
+def image_segment_options(options, fg_head: bool, source: str):
+    """`SegmentOptions` for images without ground truth: Mutex Watershed only, TEST.mask gt
+    becomes none (with a notice), pred needs the network's foreground head."""
+    graph = [m for m in options.methods if m != "mutex"]
+    if graph:
+        raise PEAInputError(f"--partitioner {graph[0]}: waterz and multicut partition volumes; 2D images take mutex")
+    if options.mask == "gt":
+        print("notice: TEST.mask 'gt' needs ground truth; segmenting without a mask", file=sys.stderr)
+        options = replace(options, mask="none")
+    if options.mask == "pred" and not fg_head:
+        raise PEAInputError(f"{source}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
+                            f"add --set TEST.mask=none")
+    return options
+
+
+def segment_image(model, image: np.ndarray, offsets, *, scale: float = 1.0, predict_options=None,
+                  segment_options=None, device=None, name: str = "image",
+                  progress=True) -> tuple[np.ndarray, np.ndarray]:
+    """Labels (H, W; uint16, or uint32 past 65535 objects) of an image (H, W, C) in [0, 1] by the
+    first of `segment_options.methods`, and its affinities (C, h, w) at the working resolution
+    (the image resized by `scale`; the labels are brought back to (H, W)). `predict_options`,
+    `segment_options`: `pea.inference.PredictOptions` and `SegmentOptions` (default theirs);
+    `progress`: as `pea.inference.predict_windows`."""
+    from pea.data.common import rescale
+    from pea.inference import PredictOptions, SegmentOptions, foreground_mask, predict, segment
+
+    seg_opts = segment_options or SegmentOptions()
+    work = rescale(image, float(scale), nearest=False)
+    affs, fg = predict(model, work, offsets, device=device, progress=progress,
+                       **asdict(predict_options or PredictOptions()))
+    mask = foreground_mask(fg, mode=seg_opts.mask, min_size=seg_opts.fg_min_size,
+                           connectivity=seg_opts.fg_connectivity, name=name)
+    method = seg_opts.methods[0]
+    seg = segment(affs, offsets, [method], mask=mask, shape=image.shape[:2], **seg_opts.partition_args())[method]
+    return seg.astype(label_dtype(int(seg.max()))), affs
 
 
 # -- 3D ------------------------------------------------------------------------------------
