@@ -69,11 +69,11 @@ def test_compile_falls_back_with_a_notice(tiny_cvppp, tmp_path, monkeypatch, cap
 
 @pytest.mark.slow
 def test_compiled_training_agrees_with_eager(tiny_cvppp, tmp_path):
-    """torch.compile (about a minute to compile on 2 CPU cores): the same loss within 1e-4."""
+    """torch.compile (about a minute to compile on 2 CPU cores): the same loss within 1e-4 and
+    the same gradient within a relative L2 error of 1e-3."""
     eager = _trainer(tiny_cvppp, tmp_path, "eager")
     compiled = _trainer(tiny_cvppp, tmp_path, "compiled", compile=True)
     assert compiled.net is not compiled.model  # compiled, not the fallback
     assert _one_step(compiled) == pytest.approx(_one_step(eager), rel=1e-4)
-    for a, b in zip(eager.model.state_dict().values(), compiled.model.state_dict().values()):
-        if a.is_floating_point():
-            assert (b - a).abs().max() <= 2e-3
+    g = _gradient(eager)
+    assert float((_gradient(compiled) - g).norm() / g.norm()) <= 1e-3
