@@ -3,9 +3,18 @@
 `pea.load_model(path, device="cpu")`: the network of a checkpoint file, the project's own or
 one the authors released, loaded and in eval mode (see `pea.checkpoint`).
 """
+from pea.config import set_reader_loader as _set_reader_loader  # light: no torch
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "load_model"]
+
+
+def _import_readers() -> None:
+    """The reader modules of `pea.data` register their DATA keys with `pea.config` on import."""
+    import pea.data  # noqa: F401
+
+
+_set_reader_loader(_import_readers)
 
 
 def __getattr__(name: str):

@@ -28,11 +28,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pea.config import PARTITIONERS, Config, load_config, make_config, merge, yaml_load
+from pea.config import PARTITIONERS, Config, load_config, make_config, merge, shipped_config, yaml_load
+from pea.config_checks import check_metrics
 from pea.errors import PEAInputError
 from pea.io import _one_line, atomic_write
 
-ROOT = Path(__file__).resolve().parents[1]
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
 
 
@@ -60,14 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_path(name: str) -> Path:
-    """A .yaml path, or the shipped config NAME found in scripts_*/config/."""
-    if name.endswith((".yaml", ".yml")) or os.sep in name:
-        return Path(name)
-    found = sorted(ROOT.glob(f"scripts_*/config/{name}.yaml"))
-    if not found:
-        known = sorted(p.stem for p in ROOT.glob("scripts_*/config/*.yaml"))
-        raise PEAInputError(f"--config {name}: no such config (shipped: {', '.join(known)}; or give a .yaml path)")
-    return found[0]
+    """A .yaml path, or the shipped config NAME (pea/configs/NAME.yaml)."""
+    return Path(name) if name.endswith((".yaml", ".yml")) or os.sep in name else shipped_config(name)
 
 
 def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
@@ -87,7 +81,7 @@ def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
         over.setdefault("TEST", {})["small_objects"] = yaml_load(args.small_objects)
     if args.merge_rule is not None:
         over.setdefault("TEST", {})["merge_rule"] = args.merge_rule
-    return make_config(merge(cfg.to_dict(), over, "--set"), "--set") if over else cfg
+    return check_metrics(make_config(merge(cfg.to_dict(), over, "--set"), "--set") if over else cfg)
 
 
 def run(args: argparse.Namespace) -> int:
