@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 SCALES = {1: (1, 1, 1), 4: (1, 2, 2), 8: (2, 2, 2)}
 
 
@@ -31,10 +30,10 @@ def make_checkpoint(path: Path, filters: list[int], window: list[int], overlap: 
     import torch
 
     from pea.checkpoint import save_checkpoint
-    from pea.config import load_config, make_config, merge
+    from pea.config import load_config, make_config, merge, shipped_config
     from pea.models import build_model
 
-    base = load_config(ROOT / "scripts_ac3ac4" / "config" / "ac3ac4_demo.yaml").to_dict()
+    base = load_config(shipped_config("ac3ac4_demo")).to_dict()
     cfg = make_config(merge(base, {"MODEL": {"filters": filters},
                                    "TEST": {"window": window, "overlap": overlap, "context": overlap}}))
     torch.manual_seed(0)

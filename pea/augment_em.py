@@ -15,8 +15,10 @@ from collections.abc import Callable, Mapping
 import cv2
 import numpy as np
 
+from pea import schema as S
 from pea.errors import PEAInputError
 from pea.noise import smooth_noise
+from pea.schema import Key
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -278,22 +280,12 @@ class EMAugmenter:
 
 
 # The DATA keys `ChainCrop` reads; the readers that offer it add them (with their own margin).
-CHAIN_DEFAULTS: dict = {
-    "em_augment": {},  # probabilities of the transforms above, by name (empty: DEFAULT_EM_AUGMENT)
-    "em_augment_params": {},  # keyword arguments per transform, e.g. {elastic: {alpha: 0.65}}
-    "em_augment_gate": 1.0,  # chance that the transforms run at all
-    "augment_pad": False,  # mirror the image beyond its borders by the margin, so crops reach them
+CHAIN_KEYS: dict[str, Key] = {
+    "em_augment": Key({}, S.mapping, "probabilities of the transforms above, by name (empty: DEFAULT_EM_AUGMENT)"),
+    "em_augment_params": Key({}, S.mapping, "keyword arguments per transform, e.g. {elastic: {alpha: 0.65}}"),
+    "em_augment_gate": Key(1.0, S.number(0, 1), "chance that the transforms run at all"),
+    "augment_pad": Key(False, S.boolean, "mirror the image beyond its borders by the margin, so crops reach them"),
 }
-
-
-def _chain_spec() -> dict:
-    from pea import schema as S
-
-    return {"em_augment": S.mapping, "em_augment_params": S.mapping, "em_augment_gate": S.number(0, 1),
-            "augment_pad": S.boolean}
-
-
-CHAIN_SPEC = _chain_spec()  # their types and ranges
 
 
 class ChainCrop:

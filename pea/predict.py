@@ -29,6 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pea.config import Config, make_config, merge, yaml_load
+from pea.config_checks import check_metrics
 from pea.errors import PEAInputError
 from pea.inference_cli import add_partitioner_flag
 from pea.io import atomic_write, one_line
@@ -69,7 +70,7 @@ def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
         over.setdefault("TEST", {})["small_objects"] = yaml_load(args.small_objects)
     if args.merge_rule is not None:
         over.setdefault("TEST", {})["merge_rule"] = args.merge_rule
-    return make_config(merge(cfg.to_dict(), over, "--set"), "--set") if over else cfg
+    return check_metrics(make_config(merge(cfg.to_dict(), over, "--set"), "--set") if over else cfg)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from pea.affinity import Offset, offsets_from_shifts
-from pea.config import Config, load_config, make_config
+from pea.config import Config, load_config, make_config, shipped_config
 from pea.ccm import CrossView, official_view, second_view
 from pea.errors import PEAInputError
 from pea.inference import PredictOptions, SegmentOptions
@@ -17,18 +17,9 @@ from pea.losses import PEALoss
 from pea.windows import WindowGrid
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def config_path(name: str) -> Path:
-    """A .yaml path, or the shipped config NAME found in scripts_*/config/."""
-    if name.endswith((".yaml", ".yml")) or "/" in name:
-        return Path(name)
-    found = sorted(ROOT.glob(f"scripts_*/config/{name}.yaml"))
-    if not found:
-        known = sorted(p.stem for p in ROOT.glob("scripts_*/config/*.yaml"))
-        raise PEAInputError(f"--config {name}: no such config (shipped: {', '.join(known)}; or give a .yaml path)")
-    return found[0]
+    """A .yaml path, or the shipped config NAME (pea/configs/NAME.yaml)."""
+    return Path(name) if name.endswith((".yaml", ".yml")) or "/" in name else shipped_config(name)
 
 
 def checkpoint_config(ckpt: Mapping, name: str | None, source: str) -> Config:

@@ -49,11 +49,9 @@ def test_normalize_imagenet():
 
 
 def _paper_cvppp(**data):
-    from pathlib import Path
+    from pea.config import load_config, shipped_config
 
-    from pea.config import load_config
-
-    cfg = load_config(Path(__file__).resolve().parents[1] / "scripts_cvppp" / "config" / "cvppp.yaml").DATA
+    cfg = load_config(shipped_config("cvppp")).DATA
     cfg.update(data)
     return cfg
 

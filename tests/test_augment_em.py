@@ -5,7 +5,6 @@ from scipy import ndimage
 from pea import augment_em as A
 from pea.errors import PEAInputError
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def _labels(shape, block, dtype, seed=0):
@@ -292,9 +291,9 @@ def test_gate_is_the_chance_that_the_chain_runs():
 def test_chain_crop_of_a_grey_2d_image_keeps_it_aligned():
     """The BBBC039V1 paper chain on a 3-channel grey image: crops of the crop size, channels
     alike, image and labels aligned away from label edges, mirrored beyond the borders."""
-    from pea.config import load_config
+    from pea.config import load_config, shipped_config
 
-    data = load_config(ROOT / "scripts_bbbc039v1" / "config" / "bbbc039v1.yaml").DATA
+    data = load_config(shipped_config("bbbc039v1")).DATA
     data.update(crop_size=[48, 48], augment_margin=[10, 10])
     crop = A.ChainCrop(data)
     labels = _labels((1, 64, 80), 8, np.int32)[0]

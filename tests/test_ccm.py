@@ -2,7 +2,6 @@
 separate forward pass and the stop-gradient target."""
 import copy
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,11 +11,10 @@ from pea.affinity import offsets_from_shifts
 from pea.augment import normalize_tensor
 from pea.ccm import box_mask, official_view, orient, second_view
 from pea import settings
-from pea.config import load_config, make_config
+from pea.config import load_config, make_config, shipped_config
 
-ROOT = Path(__file__).resolve().parents[1]
-PAPER_2D = load_config(ROOT / "scripts_cvppp" / "config" / "cvppp.yaml").LOSS
-PAPER_3D = load_config(ROOT / "scripts_ac3ac4" / "config" / "ac3ac4.yaml").LOSS
+PAPER_2D = load_config(shipped_config("cvppp")).LOSS
+PAPER_3D = load_config(shipped_config("ac3ac4")).LOSS
 
 
 def _loss_cfg(**values):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pea.config import load_config, make_config
+from pea.config import load_config, make_config, shipped_config
 from pea.data import cvppp
 from pea.data.common import pad_to, padded_shape
 from pea.errors import PEAInputError
@@ -82,8 +82,8 @@ def test_config_unknown_key_is_an_error(tmp_path):
     path.write_text("TRAIN:\n  iteratons: 5\n")
     with pytest.raises(PEAInputError, match="TRAIN.iteratons"):
         load_config(path)
-    assert load_config(SCRIPTS / "config" / "cvppp.yaml").DATA.shifts == [1, 3, 5, 9, 27]
-    assert load_config(SCRIPTS / "config" / "cvppp_demo.yaml").NAME == "cvppp_demo"
+    assert load_config(shipped_config("cvppp")).DATA.shifts == [1, 3, 5, 9, 27]
+    assert load_config(shipped_config("cvppp_demo")).NAME == "cvppp_demo"
 
 
 def _read_log(run_dir):
@@ -161,7 +161,7 @@ def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):
     from pea.inference import segment
     from pea.settings import segment_options
 
-    cfg = load_config(SCRIPTS / "config" / "cvppp.yaml")
+    cfg = load_config(shipped_config("cvppp"))
     offsets = offsets_from_shifts(cfg.DATA.shifts)
     rng = np.random.default_rng(5)
     from pea.synth.cvppp import make_plant

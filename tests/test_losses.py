@@ -1,7 +1,6 @@
 """The loss composition (SCM + CCM + EPM, the offsets at each pyramid level, the loss scale
 and the class-weight rule) against the straightforward NumPy reference of tests/reference.py,
 a hand-computed tiny batch, and the foreground head's class weights."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +10,10 @@ import torch.nn.functional as F
 from pea.affinity import EM_OFFSETS, offsets_from_shifts
 from pea.settings import offsets as resolve_offsets
 from pea import settings
-from pea.config import load_config, make_config
+from pea.config import load_config, make_config, shipped_config
 from pea.losses import PEALoss
 from reference import level_loss, nearest
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _blobs(rng, batch, shape, ids=4):
@@ -130,15 +128,15 @@ def test_foreground_head_weights_from_the_batch():
 
 
 def test_paper_config_3d_levels_use_only_the_nearest_offsets():
-    cfg = load_config(ROOT / "scripts_ac3ac4" / "config" / "ac3ac4.yaml")
+    cfg = load_config(shipped_config("ac3ac4"))
     offsets, group = resolve_offsets(cfg.DATA)
     levels = settings.loss(cfg, offsets, group).level_offsets()
     assert levels == [[(-1, 0, 0), (0, -1, 0), (0, 0, -1)]] * 4
 
 
-@pytest.mark.parametrize("config", ["scripts_cvppp/config/cvppp.yaml", "scripts_bbbc039v1/config/bbbc039v1.yaml"])
+@pytest.mark.parametrize("config", ["cvppp", "bbbc039v1"])
 def test_paper_configs_2d_state_the_authors_objective(config):
-    loss = load_config(ROOT / config).LOSS
+    loss = load_config(shipped_config(config)).LOSS
     assert (loss.normalize, loss.outside_pairs, loss.ccm_view, loss.ccm_pass, loss.ccm_detach) == \
         ("width", "one", "official", "separate", True)
     assert loss.epm_groups == [4, 3, 2, 1]

@@ -17,29 +17,30 @@ import numpy as np
 
 from pea import schema as S
 from pea.affinity import widen_border
-from pea.augment_em import CHAIN_DEFAULTS, CHAIN_SPEC, ChainCrop
+from pea.augment_em import CHAIN_KEYS, ChainCrop
+from pea.config import register_reader
 from pea.data.common import Sample
 from pea.errors import PEAInputError
 from pea.io import read_h5
 from pea.metrics import check_labels
+from pea.schema import Key
 
+DATASET_NAME = "ac3ac4"
 SPLITS = {"train": "AC4", "validation": "AC4", "ac3": "AC3", "ac4": "AC4"}
 DATASET = "main"
 VALID_SPLIT = "validation"
 METRICS = ("voi", "arand")
 SUBMISSIONS: dict = {}  # no challenge file
-DATA_DEFAULTS = {
-    "train_sections": 80,  # AC4: the first sections train, the rest validate
-    "test_split": 20,  # split 'ac4': AC4's last sections (the authors' inference -ts)
-    "widen_border": False,  # in-plane 3x3 border widening of the training labels
-    **CHAIN_DEFAULTS,  # em_augment (probabilities of the pea.augment_em transforms), ...
-    # (z, y, x) context read around a training crop, so that warps and shifts (almost) never
-    # bring mirrored borders into it; cut off again after augmentation
-    "augment_margin": [0, 16, 16],
+DATA_KEYS = {
+    "train_sections": Key(80, S.number(1, integer=True), "AC4: the first sections train, the rest validate"),
+    "test_split": Key(20, S.number(1, integer=True), "split 'ac4': AC4's last sections (the authors' inference -ts)"),
+    "widen_border": Key(False, S.boolean, "in-plane 3x3 border widening of the training labels"),
+    **CHAIN_KEYS,  # em_augment (probabilities of the pea.augment_em transforms), ...
+    "augment_margin": Key([0, 16, 16], S.sequence(S.number(0, integer=True), length=3),
+                          "(z, y, x) context read around a training crop, so that warps and shifts (almost) "
+                          "never bring mirrored borders into it; cut off again after augmentation"),
 }
-DATA_SPEC = {"train_sections": S.number(1, integer=True), "test_split": S.number(1, integer=True),
-             "widen_border": S.boolean, "augment_margin": S.sequence(S.number(0, integer=True), length=3),
-             **CHAIN_SPEC}
+register_reader(DATASET_NAME, DATA_KEYS)
 
 
 def read_volume(path: Path, key: str = DATASET) -> np.ndarray:
