@@ -30,6 +30,7 @@ import numpy as np
 
 from pea.config import PARTITIONERS, Config, load_config, make_config, merge, yaml_load
 from pea.errors import PEAInputError
+from pea.extras import require
 from pea.io import _one_line, atomic_write
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -272,7 +273,7 @@ def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]
 
 def _whole_volume(args, cfg: Config, model, device, methods: Sequence[str], out: Path) -> dict[str, int]:
     """The volume in memory: `pea.inference.predict` and `segment`, written as a container."""
-    import zarr
+    zarr = require("zarr")
 
     from pea.affinity import resolve_offsets
     from pea.blockwise import _UnitChannels
