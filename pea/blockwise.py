@@ -40,6 +40,7 @@ from tqdm import tqdm
 from pea import settings
 from pea.affinity import Offset
 from pea.errors import PEAInputError
+from pea.extras import require
 from pea.regiongraph import (ALL_COUNT, ALL_SUM, NN_COUNT, NN_SUM, edge_statistics, face_edges,
                              mean_affinity_agglomeration, merge_edges, merge_small_segments, multicut_labels)
 from pea.volumes import open_volume, to_unit
@@ -128,7 +129,7 @@ def _worker_device(device: str) -> str:
 
 
 def _group(job: Job, mode: str = "r+"):
-    import zarr
+    zarr = require("zarr")
 
     return zarr.open_group(job.output, mode=mode)
 
@@ -204,7 +205,7 @@ class Executor:
         n = len(job.boxes)
         if self.client is None:
             return [fn(job, i, **shared) for i in tqdm(range(n), desc=desc, disable=not self.progress)]
-        from distributed import as_completed
+        as_completed = require("distributed").as_completed
 
         shared = {k: self.client.scatter([v], broadcast=True)[0] for k, v in shared.items()}
         futures = self.client.map(partial(fn, job), range(n), pure=False, **shared)
@@ -221,7 +222,8 @@ def dask_client(workers: int, scheduler: str | None = None, processes: bool = Tr
     if not scheduler and workers <= 0:
         yield None
         return
-    from distributed import Client, LocalCluster
+    distributed = require("distributed")
+    Client, LocalCluster = distributed.Client, distributed.LocalCluster
 
     if scheduler:
         try:
@@ -273,7 +275,7 @@ def check_blockwise(test_cfg: Mapping, methods: Sequence[str]) -> None:
 def create_arrays(job: Job, names: Sequence[str] = (), dtype=np.uint64, mode: str = "w") -> None:
     """Arrays of the output container, chunked by the block: `affinities` (C, z, y, x) float32
     and `fragments` (mode "w", a new container), or the (z, y, x) label arrays `names`."""
-    import zarr
+    zarr = require("zarr")
 
     group = zarr.open_group(job.output, mode=mode, zarr_format=2)
     if mode == "w":

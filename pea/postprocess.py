@@ -18,6 +18,7 @@ from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
 from pea.affinity import Offset
+from pea.extras import require
 
 
 def mutex_watershed(affs: np.ndarray, offsets: Sequence[Offset], strides: Sequence[int] | None,
@@ -199,7 +200,7 @@ def _stack_sections(boundary: np.ndarray, fragment: Callable[[np.ndarray], tuple
 
 
 def _distance_maxima_watershed(boundary: np.ndarray) -> tuple[np.ndarray, int]:
-    import mahotas
+    mahotas = require("mahotas")
 
     seeds, n = mahotas.label(mahotas.regmax(mahotas.distance(boundary < 0.5)))
     return mahotas.cwatershed(boundary, seeds), n
@@ -232,7 +233,7 @@ def fragments_3d(affs: np.ndarray) -> np.ndarray:
     watershed on the in-plane boundary map 1 - mean(y, x affinity). What no fragment
     reaches in its section becomes fragments of its in-plane connected components.
     """
-    import waterz
+    waterz = require("waterz")
     from skimage.segmentation import watershed
 
     nn = np.ascontiguousarray(affs[:3], dtype=np.float32)
@@ -257,7 +258,7 @@ def waterz_segment(affs: np.ndarray, threshold: float = 0.5, scoring_function: s
     """waterz: `fragments_3d` (or the given fragments) agglomerated in order of mean
     affinity until the score 1 - mean affinity reaches `threshold` (a 256-bin queue, as in
     the paper's code). affs: (C >= 3, Z, Y, X) with the z, y, x nearest neighbours first."""
-    import waterz
+    waterz = require("waterz")
 
     nn = np.ascontiguousarray(affs[:3], dtype=np.float32)
     frags = fragments_3d(affs) if fragments is None else np.array(fragments, dtype=np.uint64)

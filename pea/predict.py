@@ -31,6 +31,7 @@ import numpy as np
 from pea.config import Config, make_config, merge, yaml_load
 from pea.config_checks import check_metrics
 from pea.errors import PEAInputError
+from pea.extras import require
 from pea.inference_cli import add_partitioner_flag
 from pea.io import atomic_write, one_line
 
@@ -255,7 +256,7 @@ def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]
 
 def _whole_volume(args, cfg: Config, model, device, methods: Sequence[str], out: Path) -> dict[str, int]:
     """The volume in memory: `pea.inference.predict` and `segment`, written as a container."""
-    import zarr
+    zarr = require("zarr")
 
     from pea import settings
     from pea.blockwise import UnitChannels

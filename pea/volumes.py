@@ -21,6 +21,7 @@ from typing import Iterator
 import numpy as np
 
 from pea.errors import PEAInputError
+from pea.extras import require
 from pea.io import H5_SUFFIXES, TEMP_MARK, one_line, split_h5_path
 
 CONTAINERS = (".zarr", ".n5")
@@ -100,7 +101,7 @@ def _open_container(container: str, key: str, spec: str):
         raise PEAInputError(f"{spec}: no such container {container}")
     if container.lower().endswith(".n5"):
         return N5Array(Path(container) / key)
-    import zarr
+    zarr = require("zarr")
 
     node = zarr.open(container, mode="r", path=key) if key else zarr.open(container, mode="r")
     if not hasattr(node, "dtype"):
@@ -111,7 +112,7 @@ def _open_container(container: str, key: str, spec: str):
 
 def _open_tiff(file: str):
     import tifffile
-    import zarr
+    zarr = require("zarr")
 
     if not os.path.isfile(file):
         raise PEAInputError(f"{file}: no such file")
