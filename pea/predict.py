@@ -55,8 +55,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="3D block and chunk size (default: 4 window strides per axis)")
     p.add_argument("--workers", type=int, default=None,
-                   help="local dask workers (default: one per GPU, at least 1; 0: in this process)")
+                   help="local dask workers (default: one per GPU, else cores // --threads; 0: in this process)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="3D: threads per worker (default: cores // workers, so workers x threads = cores)")
+    p.add_argument("--retries", type=int, default=2, help="3D: tries again of a failed block (default 2)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="3D: start over in OUT instead of resuming the unfinished run there")
     p.add_argument("--scheduler", default=None, help="address of a dask.distributed scheduler to run on")
+    p.add_argument("--tile", type=int, nargs=2, default=None, metavar=("Y", "X"),
+                   help="2D: predict by tiles of Y x X pixels (with the halo the network needs), equal to the "
+                        "whole image")
 
 
 def config_path(name: str) -> Path:
@@ -240,9 +248,6 @@ def default_block(test_cfg: Mapping, shape: Sequence[int]) -> tuple[int, ...]:
 
 def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]) -> int:
     """Segment the volume IN names into the zarr container OUT, blockwise or (--whole) in memory."""
-    import torch
-
-    from pea.blockwise import Executor, Job, check_blockwise, dask_client, segment_blockwise
     from pea.volumes import atomic_directory, open_volume
 
     with open_volume(args.input) as volume:
@@ -253,21 +258,37 @@ def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]
         with atomic_directory(args.output) as tmp:
             found = _whole_volume(args, cfg, model, device, methods, tmp)
     else:
-        check_blockwise(cfg.TEST, methods)
-        block = tuple(args.block) if args.block else default_block(cfg.TEST, shape)
-        if any(b < 1 for b in block):
-            raise PEAInputError(f"--block {' '.join(map(str, block))}: sizes must be positive")
-        gpus = torch.cuda.device_count()
-        workers = args.workers if args.workers is not None else max(1, gpus)
-        threads = 0 if workers == 0 else max(1, (os.cpu_count() or 1) // workers)
-        job = Job(args.input, "", args.model, cfg.to_dict(), shape, block, args.device or cfg.TRAIN.device,
-                  int(cfg.MODEL.in_channels), threads)
-        print(f"{len(job.boxes)} block(s) of {block}; windows evaluated per window of the whole-volume grid: "
-              f"{job.grid.cost(block):.2f}", file=sys.stderr)
-        with atomic_directory(args.output) as tmp, dask_client(workers, args.scheduler) as client:
-            found = segment_blockwise(replace(job, output=str(tmp)), methods, Executor(client))
+        found = _blockwise(args, cfg, shape, methods)
     print(f"{args.output}: " + ", ".join(f"{m} {n} segments" for m, n in found.items()))
     return 0
+
+
+def _blockwise(args, cfg: Config, shape: Sequence[int], methods: Sequence[str]) -> dict[str, int]:
+    """The volume blockwise (`pea.blockwise`), resuming an unfinished run in OUT."""
+    import torch
+
+    from pea.blockrun import Executor, cluster_shape, dask_client
+    from pea.blockwise import Job, check_blockwise, segment_blockwise
+
+    test = cfg.TEST
+    check_blockwise(methods=methods, window=test.window, small_objects=test.small_objects, merge_rule=test.merge_rule)
+    block = tuple(args.block) if args.block else default_block(test, shape)
+    for flag, values, least in (("--block", block, 1), ("--threads", [args.threads], 1),
+                                ("--workers", [args.workers], 0), ("--retries", [args.retries], 0)):
+        if any(v is not None and v < least for v in values):
+            raise PEAInputError(f"{flag} {' '.join(map(str, values))}: expected numbers >= {least}")
+    workers, threads = cluster_shape(args.workers, args.threads, torch.cuda.device_count())
+    threads = 0 if args.scheduler and args.threads is None else threads  # a cluster's workers: as they are
+    job = Job.from_config(cfg, input=args.input, output=args.output, checkpoint=args.model, shape=shape,
+                          block=block, device=args.device or cfg.TRAIN.device, in_channels=int(cfg.MODEL.in_channels),
+                          threads=threads)
+    where = f"{workers} worker(s) x {threads} thread(s)" if workers else "this process"
+    print(f"{len(job.boxes)} block(s) of {block} on {args.scheduler or where}; windows evaluated per window of "
+          f"the whole-volume grid: {job.grid.cost(block):.2f}", file=sys.stderr)
+    with dask_client(workers, args.scheduler) as client:
+        return segment_blockwise(job, methods, Executor(client, retries=args.retries),
+                                 waterz_threshold=float(test.waterz_threshold), small_objects=test.small_objects or [],
+                                 overwrite=args.overwrite)
 
 
 def _whole_volume(args, cfg: Config, model, device, methods: Sequence[str], out: Path) -> dict[str, int]:
@@ -275,12 +296,12 @@ def _whole_volume(args, cfg: Config, model, device, methods: Sequence[str], out:
     import zarr
 
     from pea.affinity import resolve_offsets
-    from pea.blockwise import _UnitChannels
+    from pea.blockwise import UnitChannels
     from pea.inference import predict, segment
     from pea.volumes import open_volume
 
     with open_volume(args.input) as volume:
-        image = _UnitChannels(volume, int(cfg.MODEL.in_channels), args.input)[(slice(None),) * 3]
+        image = UnitChannels(volume, int(cfg.MODEL.in_channels), args.input)[(slice(None),) * 3]
     offsets, _ = resolve_offsets(cfg.DATA)
     affs, _ = predict(model, image, offsets, cfg, device)
     segs = segment(affs, offsets, cfg.TEST, None, image.shape[:3], methods)

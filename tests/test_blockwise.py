@@ -11,7 +11,8 @@ from checkpoints import EM_OVERRIDE, project_checkpoint
 from scipy import ndimage
 
 from pea.affinity import EM_OFFSETS
-from pea.blockwise import Executor, Job, dask_client, halo_box, segment_blockwise
+from pea.blockrun import Executor, dask_client
+from pea.blockwise import Job, halo_box, segment_blockwise
 from pea.checkpoint import load_checkpoint, model_from_checkpoint
 from pea.config import make_config
 from pea.inference import predict
@@ -151,14 +152,15 @@ def em_run(tmp_path_factory):
 
 def _job(tmp, cfg, name, **test):
     cfg = {**cfg, "TEST": {**cfg["TEST"], **test}}
-    return Job(str(tmp / "raw.h5") + ":raw", str(tmp / name), str(tmp / "em.ckpt"), cfg, (10, 40, 48), (5, 20, 24), "cpu")
+    return Job.from_config(cfg, input=str(tmp / "raw.h5") + ":raw", output=str(tmp / name),
+                           checkpoint=str(tmp / "em.ckpt"), shape=(10, 40, 48), block=(5, 20, 24), device="cpu")
 
 
 @pytest.mark.parametrize("fragments", ["official", "project"])
 def test_blockwise_segmentation_equals_the_whole_volume_for_the_same_fragments(em_run, fragments):
     tmp, cfg, raw, affs = em_run
-    job = _job(tmp, cfg, f"{fragments}.zarr", fragments=fragments, small_objects=[30], merge_rule="contact")
-    found = segment_blockwise(job, ["waterz", "lmc"], Executor(progress=False))
+    job = _job(tmp, cfg, f"{fragments}.zarr", fragments=fragments)
+    found = segment_blockwise(job, ["waterz", "lmc"], Executor(progress=False), small_objects=[30])
     out = zarr.open_group(job.output, mode="r")
     np.testing.assert_allclose(out["affinities"][:], affs, rtol=0, atol=1e-5)
     frags = out["fragments"][:]
