@@ -94,11 +94,11 @@ class RunState:
             return set()
         return {int(p.stem) for p in folder.glob("*.npz") if p.stem.isdigit()}
 
-    def save(self, path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    def save(self, path: Path, arrays: Mapping[str, np.ndarray], compress: bool = False) -> None:
         """`arrays` as an .npz file at `path`, written under a temporary name and renamed."""
         path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
+        (np.savez_compressed if compress else np.savez)(buffer, **arrays)
         tmp = path.with_name(f".{path.stem}{TEMP_MARK}{os.getpid()}{path.suffix}")
         try:
             tmp.write_bytes(buffer.getvalue())

@@ -33,7 +33,6 @@ grown blocks decide differently near their faces (docs/blockwise.md gives the di
 """
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from pea.blockrun import Executor, RunState, file_digest, value_digest
 from pea.errors import PEAInputError
 from pea.regiongraph import (ALL_COUNT, ALL_SUM, NN_COUNT, NN_SUM, edge_statistics, face_edges,
                              mean_affinity_agglomeration, merge_edges, merge_small_segments, multicut_labels)
-from pea.stitch import block_mutex, mutex_box, overlaps, reach, stitch
+from pea.stitch import block_boxes, block_mutex, default_halo, mutex_box, overlaps, stitch
 from pea.volumes import open_volume, to_unit, volume_identity
 from pea.windows import Box, WindowGrid
 
@@ -79,7 +78,7 @@ class Job:
     normalize: str | None = None  # the network's input normalisation (pea.augment.normalize)
     fragments: str = "project"  # waterz/lmc fragments: project | official
     strides: tuple[int, ...] | None = None  # Mutex Watershed long-range strides (None: every edge)
-    halo: tuple[int, ...] | None = None  # Mutex Watershed block halo (None: the offsets' reach)
+    halo: tuple[int, ...] | None = None  # Mutex Watershed block halo (None: twice the offsets' reach)
     device: str = "auto"
     in_channels: int = 1
     threads: int = 0  # torch threads per task process (0: leave as is)
@@ -104,8 +103,7 @@ class Job:
 
     @property
     def boxes(self) -> list[Box]:
-        starts = itertools.product(*[range(0, n, b) for n, b in zip(self.shape, self.block)])
-        return [tuple(slice(a, min(a + b, n)) for a, b, n in zip(s, self.block, self.shape)) for s in starts]
+        return block_boxes(self.shape, self.block)
 
     @property
     def stride(self) -> int:
@@ -114,7 +112,7 @@ class Job:
 
     @property
     def mutex_halo(self) -> tuple[int, ...]:
-        return self.halo or reach(self.offsets)
+        return self.halo or default_halo(self.offsets)
 
 
 def fingerprint(job: Job, methods: Sequence[str], **agglomeration) -> dict[str, str]:
@@ -229,7 +227,7 @@ def mutex_block(job: Job, index: int) -> dict:
     grown, inner = mutex_box(job.boxes[index], job.shape, job.mutex_halo, job.strides)
     affs = _group(job, "r")["affinities"][(slice(None),) + grown]
     frags, labels = block_mutex(affs, inner, job.offsets, job.strides)
-    RunState(job.output).save(_halo_file(job, index), {"labels": labels.astype(np.uint32)})
+    RunState(job.output).save(_halo_file(job, index), {"labels": labels.astype(np.uint32)}, compress=True)
     return _store_local(job, "mutex", index, frags)
 
 
@@ -268,7 +266,7 @@ def graph_block(job: Job, index: int, first_ids: Mapping[str, np.ndarray]) -> di
         mine = RunState(job.output).load(_halo_file(job, index))["labels"].astype(np.uint64)
         mine = np.where(mine > 0, mine + np.uint64(first[index]), 0)
         theirs = _compact(_work(job, "r")["mutex"][grown], first, job.stride)
-        out["pair_keys"], out["pair_counts"] = overlaps(mine, theirs, inner)
+        out["pair_keys"], out["pair_counts"] = overlaps(mine, theirs, inner, [h // 2 for h in job.mutex_halo])
     return out
 
 

@@ -221,6 +221,7 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     if test.mask == "pred" and not cfg.MODEL.fg_head:
         raise PEAInputError(f"{args.model}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
                             f"add --set TEST.mask=none")
+    layout = _tile_layout(args, test, model, offsets, int(cfg.MODEL.in_channels), device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
@@ -229,7 +230,14 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
         image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
         work = rescale(image, float(cfg.DATA.scale), nearest=False)
         data = dict(cfg.DATA, padded_size=_padded(work.shape[:2], cfg.DATA.padded_size))
-        affs, fg = predict(model, work, offsets, {"DATA": data, "TEST": test}, device)
+        if layout:
+            from pea.tiles import predict_image_tiled
+
+            affs, fg = predict_image_tiled(model, work, offsets, tile=args.tile, layout=layout,
+                                           padded_size=data["padded_size"], pad_mode=data["pad_mode"],
+                                           normalize=data["normalize"], device=device, amp=test.amp)
+        else:
+            affs, fg = predict(model, work, offsets, {"DATA": data, "TEST": test}, device)
         mask = foreground_mask(Sample(path.stem, work), fg, test)
         seg = segment(affs, offsets, test, mask, image.shape[:2], methods)["mutex"]
         _write_tif(out / f"{path.stem}.tif", seg.astype(label_dtype(int(seg.max()))))
@@ -237,6 +245,22 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
             _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32))
     print(f"{len(files)} image(s) segmented into {out}")
     return 0
+
+
+def _tile_layout(args, test: Config, model, offsets, in_channels: int, device):
+    """--tile: the halo and alignment the network's tiles need (`pea.tiles`), else None."""
+    if not args.tile:
+        return None
+    if min(args.tile) < 1:
+        raise PEAInputError(f"--tile {args.tile[0]} {args.tile[1]}: sizes must be positive")
+    if test.window:
+        raise PEAInputError("--tile and TEST.window both cut the image; use one of them")
+    from pea.tiles import tile_layout
+
+    layout = tile_layout(model, offsets, in_channels, device)
+    print(f"tiles of {args.tile[0]}x{args.tile[1]} (rounded up to multiples of {layout.align}) with a halo of "
+          f"{layout.halo} pixels", file=sys.stderr)
+    return layout
 
 
 # -- 3D ------------------------------------------------------------------------------------
@@ -254,6 +278,8 @@ def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]
         shape = tuple(int(n) for n in volume.shape)
     if float(cfg.DATA.scale) != 1.0:
         raise PEAInputError(f"DATA.scale = {cfg.DATA.scale}: volumes are segmented at their own resolution (1.0)")
+    if args.tile:
+        raise PEAInputError("--tile cuts 2D images; a volume is cut into blocks (--block Z Y X)")
     if args.whole:
         with atomic_directory(args.output) as tmp:
             found = _whole_volume(args, cfg, model, device, methods, tmp)

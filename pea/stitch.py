@@ -1,30 +1,32 @@
 """Blockwise Mutex Watershed: each block segmented with a halo, segments stitched by overlap.
 
 The Mutex Watershed's decisions near a block face depend on the affinities on both sides of
-it. So each block is segmented as the block grown by a halo (`mutex_box`, by default the
-offsets' reach, its start moved down to a multiple of TEST.strides so that the long-range
+it. So each block is segmented as the block grown by a halo (`mutex_box`; by default twice
+the offsets' reach, its start moved down to a multiple of TEST.strides so that the long-range
 edges kept are those of the whole volume's grid) and keeps the segments' part inside the
-block as its fragments (`block_mutex`). The grown part, where the block saw its neighbours'
-voxels, says how its segments continue across the faces: `overlaps` counts, on the voxels
-outside the block, how many of each segment u of this block fall on each fragment v of the
-neighbours. `stitch` joins two fragments a and b of different blocks when their overlaps,
-counted from both sides, hold more than `threshold` of what each side's segment extends into
-the other's block:
+block as its fragments (`block_mutex`). The grown part says how the block's segments continue
+across its faces; it is trusted near the faces only (far out, the grown block's own border
+is near): `overlaps` counts, on the voxels outside the block but within `depth` (by default
+half the halo) of it, how many of each of its segments u fall on each fragment v of the
+neighbouring blocks. `stitch` joins two fragments a and b of different blocks when each side
+agrees: most of a's extension into b's block lies on b, and most of b's extension into a's
+block lies on a,
 
-    (o(a -> b) + o(b -> a)) > threshold * (h(a, block of b) + h(b, block of a))
+    o(a -> b) > threshold * h(a, block of b)   and   o(b -> a) > threshold * h(b, block of a)
 
-with h(u, B) the voxels of u's extension into block B. Joined fragments are one segment
-(connected components). Segments far from every face are the grown block's own Mutex
-Watershed segments; near faces both sides saw the same affinities, so they mostly agree.
+with o the overlaps and h(u, B) the voxels of u's extension into block B (threshold 0.5: a
+strict majority). Joined fragments are one segment (connected components). Segments away
+from the faces are the grown blocks' own Mutex Watershed segments.
 """
 from __future__ import annotations
 
+import itertools
 from typing import Sequence
 
 import numpy as np
 
 from pea.affinity import Offset
-from pea.regiongraph import pack, unpack
+from pea.regiongraph import merge_edges, pack, unpack
 
 Box = tuple[slice, ...]
 
@@ -32,6 +34,17 @@ Box = tuple[slice, ...]
 def reach(offsets: Sequence[Offset]) -> tuple[int, ...]:
     """The largest |offset| along each axis."""
     return tuple(int(np.abs(np.asarray(offsets))[:, d].max()) for d in range(len(offsets[0])))
+
+
+def default_halo(offsets: Sequence[Offset]) -> tuple[int, ...]:
+    """Twice the offsets' reach along each axis."""
+    return tuple(2 * r for r in reach(offsets))
+
+
+def block_boxes(shape: Sequence[int], block: Sequence[int]) -> list[Box]:
+    """The blocks tiling a volume of `shape`, the last axis fastest."""
+    starts = itertools.product(*[range(0, n, b) for n, b in zip(shape, block)])
+    return [tuple(slice(a, min(a + b, n)) for a, b, n in zip(s, block, shape)) for s in starts]
 
 
 def mutex_box(box: Box, shape: Sequence[int], halo: Sequence[int],
@@ -60,11 +73,14 @@ def block_mutex(affs: np.ndarray, inner: Box, offsets: Sequence[Offset],
     return table[core], table[seg]
 
 
-def overlaps(mine: np.ndarray, theirs: np.ndarray, inner: Box) -> tuple[np.ndarray, np.ndarray]:
+def overlaps(mine: np.ndarray, theirs: np.ndarray, inner: Box,
+             depth: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
     """Packed directed keys (u, v) and voxel counts of this block's segments `mine` (global
     ids over the grown box) on the neighbours' fragments `theirs` (global ids, same box),
-    counted outside `inner`."""
-    outside = np.ones(mine.shape, dtype=bool)
+    counted outside the block `inner` but within `depth` voxels of it along each axis."""
+    near = tuple(slice(max(0, b.start - d), b.stop + d) for b, d in zip(inner, depth))
+    outside = np.zeros(mine.shape, dtype=bool)
+    outside[near] = True
     outside[inner] = False
     u, v = mine[outside], theirs[outside]
     keep = (u > 0) & (v > 0)
@@ -79,9 +95,9 @@ def block_of(ids: np.ndarray, first_ids: np.ndarray) -> np.ndarray:
 
 def stitch(n_nodes: int, keys: np.ndarray, counts: np.ndarray, first_ids: np.ndarray,
            threshold: float = 0.5) -> np.ndarray:
-    """Each node's segment (1..N; 0 for node 0) after joining the fragments whose two-sided
-    overlap passes `threshold` (module docstring); `keys`/`counts` are the summed directed
-    overlaps of every block."""
+    """Each node's segment (1..N; 0 for node 0) after joining the fragments that both agree
+    to join (module docstring); `keys`/`counts` are the summed directed overlaps of every
+    block, `first_ids[b]` the id before block b's first fragment."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
     from skimage.segmentation import relabel_sequential
@@ -91,9 +107,33 @@ def stitch(n_nodes: int, keys: np.ndarray, counts: np.ndarray, first_ids: np.nda
     groups, inverse = np.unique(pack(u, block_of(v, first_ids)), return_inverse=True)
     extent = np.bincount(inverse, weights=counts, minlength=groups.size)[inverse]
     pairs, inverse = np.unique(pack(np.minimum(u, v), np.maximum(u, v)), return_inverse=True)
-    joined = np.bincount(inverse, weights=counts) > threshold * np.bincount(inverse, weights=extent)
+    joined = np.bincount(inverse, weights=counts > threshold * extent) == 2  # both directions agree
     edges = unpack(pairs[joined]).astype(np.int64)
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n_nodes, n_nodes))
     labels = connected_components(graph, directed=False)[1].astype(np.int64) + 1
     labels[0] = 0
     return relabel_sequential(labels)[0]
+
+
+def mutex_blockwise(affs: np.ndarray, offsets: Sequence[Offset], block: Sequence[int], *,
+                    strides: Sequence[int] | None = None, halo: Sequence[int] | None = None,
+                    threshold: float = 0.5) -> np.ndarray:
+    """The blockwise Mutex Watershed of affinities (C, *shape) held in memory, as the
+    blockwise run computes it (blocks of `block`, `halo` default `default_halo`, overlaps
+    within half the halo): segments 1..N."""
+    shape = affs.shape[1:]
+    halo = halo or default_halo(offsets)
+    frags = np.zeros(shape, dtype=np.uint64)
+    grown_labels, first_ids = [], [0]
+    for box in block_boxes(shape, block):
+        grown, inner = mutex_box(box, shape, halo, strides)
+        local, labels = block_mutex(affs[(slice(None),) + grown], inner, offsets, strides)
+        base = np.uint64(first_ids[-1])
+        frags[box] = np.where(local > 0, local + base, 0)
+        grown_labels.append((grown, inner, np.where(labels > 0, labels + base, 0)))
+        first_ids.append(first_ids[-1] + int(local.max()))
+    depth = [h // 2 for h in halo]
+    parts = [overlaps(labels, frags[grown], inner, depth) for grown, inner, labels in grown_labels]
+    keys, counts = merge_edges([(k, c[:, None]) for k, c in parts])
+    table = stitch(first_ids[-1] + 1, keys, counts[:, 0], np.array(first_ids[:-1]), threshold)
+    return table[frags.astype(np.int64)]

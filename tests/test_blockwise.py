@@ -20,6 +20,7 @@ from pea.models import build_model
 from pea.postprocess import WATERZ_SCORE, fragments_3d, merge_small_objects, multicut_segment, waterz_segment
 from pea.regiongraph import (ALL_COUNT, ALL_SUM, NN_COUNT, NN_SUM, edge_statistics, face_edges,
                              mean_affinity_agglomeration, merge_edges, merge_small_segments, multicut_labels)
+from pea.stitch import mutex_blockwise
 from pea.windows import WindowGrid, read_reflected
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -172,6 +173,17 @@ def test_blockwise_segmentation_equals_the_whole_volume_for_the_same_fragments(e
     else:
         mc = multicut_segment(affs, EM_OFFSETS, fragments=frags)
     assert same_partition(out["segmentation_lmc"][:], merge_small_objects(mc, [30], "contact"))
+
+
+def test_blockwise_mutex_watershed_is_the_stitched_block_segmentation(em_run):
+    tmp, cfg, raw, affs = em_run
+    job = _job(tmp, cfg, "mutex.zarr")
+    found = segment_blockwise(job, ["mutex", "waterz"], Executor(progress=False))
+    out = zarr.open_group(job.output, mode="r")
+    assert out.attrs["arrays"] == {"mutex": "segmentation", "waterz": "segmentation_waterz"}
+    expected = mutex_blockwise(out["affinities"][:], EM_OFFSETS, job.block, strides=job.strides)
+    np.testing.assert_array_equal(out["segmentation"][:], expected)
+    assert found["mutex"] == expected.max() and job.strides == tuple(cfg["TEST"]["strides"])
 
 
 def _on_cluster(em_run, workers: int, processes: bool):
