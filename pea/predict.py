@@ -303,10 +303,11 @@ def _blockwise(args, cfg: Config, shape: Sequence[int], methods: Sequence[str]) 
                                 ("--workers", [args.workers], 0), ("--retries", [args.retries], 0)):
         if any(v is not None and v < least for v in values):
             raise PEAInputError(f"{flag} {' '.join(map(str, values))}: expected numbers >= {least}")
-    workers, threads = cluster_shape(args.workers, args.threads, torch.cuda.device_count())
+    device = args.device or cfg.TRAIN.device
+    workers, threads = cluster_shape(args.workers, args.threads, 0 if device == "cpu" else torch.cuda.device_count())
     threads = 0 if args.scheduler and args.threads is None else threads  # a cluster's workers: as they are
     job = Job.from_config(cfg, input=args.input, output=args.output, checkpoint=args.model, shape=shape,
-                          block=block, device=args.device or cfg.TRAIN.device, in_channels=int(cfg.MODEL.in_channels),
+                          block=block, device=device, in_channels=int(cfg.MODEL.in_channels),
                           threads=threads)
     where = f"{workers} worker(s) x {threads} thread(s)" if workers else "this process"
     print(f"{len(job.boxes)} block(s) of {block} on {args.scheduler or where}; windows evaluated per window of "
