@@ -5,7 +5,7 @@ import argparse
 import importlib
 import sys
 
-from pea.errors import PEAInputError
+from pea.errors import PEAInputError, PEARunError
 
 # sub-command -> module exposing `add_arguments(parser)` and `run(args) -> int`
 COMMANDS = {
@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     except PEAInputError as err:
         print(f"pea {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except PEARunError as err:  # a run that cannot go on (what it finished is kept)
+        print(f"pea {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:  # a read-only, missing or full place to write
         where = f"{err.filename}: " if err.filename else ""
         print(f"pea {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)

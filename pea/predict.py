@@ -56,8 +56,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="3D block and chunk size (default: 4 window strides per axis)")
     p.add_argument("--workers", type=int, default=None,
-                   help="local dask workers (default: one per GPU, at least 1; 0: in this process)")
+                   help="local dask workers (default: one per GPU, else cores // --threads; 0: in this process)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="3D: threads per worker (default: cores // workers, so workers x threads = cores)")
+    p.add_argument("--retries", type=int, default=2, help="3D: tries again of a failed block (default 2)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="3D: start over in OUT instead of resuming the unfinished run there")
     p.add_argument("--scheduler", default=None, help="address of a dask.distributed scheduler to run on")
+    p.add_argument("--tile", type=int, nargs=2, default=None, metavar=("Y", "X"),
+                   help="2D: predict by tiles of Y x X pixels (with the halo the network needs), equal to the "
+                        "whole image")
 
 
 def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
@@ -197,6 +205,7 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
         raise PEAInputError(f"{args.model}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
                             f"add --set TEST.mask=none")
     pred_opts = asdict(settings.predict_options(cfg))
+    layout = _tile_layout(args, pred_opts["window"], model, offsets, int(cfg.MODEL.in_channels), device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
@@ -204,7 +213,14 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     for path in tqdm(files, desc="segmenting"):
         image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
         work = rescale(image, float(cfg.DATA.scale), nearest=False)
-        affs, fg = predict(model, work, offsets, device=device, **pred_opts)
+        if layout:
+            from pea.tiles import predict_image_tiled
+
+            affs, fg = predict_image_tiled(model, work, offsets, tile=args.tile, layout=layout,
+                                           padded_size=pred_opts["padded_size"], pad_mode=pred_opts["pad_mode"],
+                                           normalize=pred_opts["normalize"], device=device, amp=pred_opts["amp"])
+        else:
+            affs, fg = predict(model, work, offsets, device=device, **pred_opts)
         mask = foreground_mask(fg, mode=seg_opts.mask, min_size=seg_opts.fg_min_size,
                                connectivity=seg_opts.fg_connectivity, name=str(path))
         seg = segment(affs, offsets, methods, mask=mask, shape=image.shape[:2], **seg_opts.partition_args())["mutex"]
@@ -213,6 +229,22 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
             _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32))
     print(f"{len(files)} image(s) segmented into {out}")
     return 0
+
+
+def _tile_layout(args, window, model, offsets, in_channels: int, device):
+    """--tile: the halo and alignment the network's tiles need (`pea.tiles`), else None."""
+    if not args.tile:
+        return None
+    if min(args.tile) < 1:
+        raise PEAInputError(f"--tile {args.tile[0]} {args.tile[1]}: sizes must be positive")
+    if window:
+        raise PEAInputError("--tile and TEST.window both cut the image; use one of them")
+    from pea.tiles import tile_layout
+
+    layout = tile_layout(model, offsets, in_channels, device)
+    print(f"tiles of {args.tile[0]}x{args.tile[1]} (rounded up to multiples of {layout.align}) with a halo of "
+          f"{layout.halo} pixels", file=sys.stderr)
+    return layout
 
 
 # -- 3D ------------------------------------------------------------------------------------
@@ -224,34 +256,50 @@ def default_block(test_cfg: Mapping, shape: Sequence[int]) -> tuple[int, ...]:
 
 def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]) -> int:
     """Segment the volume IN names into the zarr container OUT, blockwise or (--whole) in memory."""
-    import torch
-
-    from pea.blockwise import Executor, Job, check_blockwise, dask_client, segment_blockwise
     from pea.volumes import atomic_directory, open_volume
 
     with open_volume(args.input) as volume:
         shape = tuple(int(n) for n in volume.shape)
     if float(cfg.DATA.scale) != 1.0:
         raise PEAInputError(f"DATA.scale = {cfg.DATA.scale}: volumes are segmented at their own resolution (1.0)")
+    if args.tile:
+        raise PEAInputError("--tile cuts 2D images; a volume is cut into blocks (--block Z Y X)")
     if args.whole:
         with atomic_directory(args.output) as tmp:
             found = _whole_volume(args, cfg, model, device, methods, tmp)
     else:
-        check_blockwise(cfg.TEST, methods)
-        block = tuple(args.block) if args.block else default_block(cfg.TEST, shape)
-        if any(b < 1 for b in block):
-            raise PEAInputError(f"--block {' '.join(map(str, block))}: sizes must be positive")
-        gpus = torch.cuda.device_count()
-        workers = args.workers if args.workers is not None else max(1, gpus)
-        threads = 0 if workers == 0 else max(1, (os.cpu_count() or 1) // workers)
-        job = Job(args.input, "", args.model, cfg.to_dict(), shape, block, args.device or cfg.TRAIN.device,
-                  int(cfg.MODEL.in_channels), threads)
-        print(f"{len(job.boxes)} block(s) of {block}; windows evaluated per window of the whole-volume grid: "
-              f"{job.grid.cost(block):.2f}", file=sys.stderr)
-        with atomic_directory(args.output) as tmp, dask_client(workers, args.scheduler) as client:
-            found = segment_blockwise(replace(job, output=str(tmp)), methods, Executor(client))
+        found = _blockwise(args, cfg, shape, methods)
     print(f"{args.output}: " + ", ".join(f"{m} {n} segments" for m, n in found.items()))
     return 0
+
+
+def _blockwise(args, cfg: Config, shape: Sequence[int], methods: Sequence[str]) -> dict[str, int]:
+    """The volume blockwise (`pea.blockwise`), resuming an unfinished run in OUT."""
+    import torch
+
+    from pea.blockrun import Executor, cluster_shape, dask_client
+    from pea.blockwise import Job, check_blockwise, segment_blockwise
+
+    test = cfg.TEST
+    check_blockwise(methods=methods, window=test.window, small_objects=test.small_objects, merge_rule=test.merge_rule)
+    block = tuple(args.block) if args.block else default_block(test, shape)
+    for flag, values, least in (("--block", block, 1), ("--threads", [args.threads], 1),
+                                ("--workers", [args.workers], 0), ("--retries", [args.retries], 0)):
+        if any(v is not None and v < least for v in values):
+            raise PEAInputError(f"{flag} {' '.join(map(str, values))}: expected numbers >= {least}")
+    device = args.device or cfg.TRAIN.device
+    workers, threads = cluster_shape(args.workers, args.threads, 0 if device == "cpu" else torch.cuda.device_count())
+    threads = 0 if args.scheduler and args.threads is None else threads  # a cluster's workers: as they are
+    job = Job.from_config(cfg, input=args.input, output=args.output, checkpoint=args.model, shape=shape,
+                          block=block, device=device, in_channels=int(cfg.MODEL.in_channels),
+                          threads=threads)
+    where = f"{workers} worker(s) x {threads} thread(s)" if workers else "this process"
+    print(f"{len(job.boxes)} block(s) of {block} on {args.scheduler or where}; windows evaluated per window of "
+          f"the whole-volume grid: {job.grid.cost(block):.2f}", file=sys.stderr)
+    with dask_client(workers, args.scheduler) as client:
+        return segment_blockwise(job, methods, Executor(client, retries=args.retries),
+                                 waterz_threshold=float(test.waterz_threshold), small_objects=test.small_objects or [],
+                                 overwrite=args.overwrite)
 
 
 def _whole_volume(args, cfg: Config, model, device, methods: Sequence[str], out: Path) -> dict[str, int]:

@@ -169,16 +169,28 @@ def test_bad_images_and_options_are_one_line_errors(images, ckpt_2d, volumes, tm
     assert main(base + ["--input", str(tmp_path / "nothing")]) == 2
     tmp, _ = volumes
     assert main(base + ["--input", str(images), "--partitioner", "waterz"]) == 2
-    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "o.zarr", "--partitioner", "mutex") == 2
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "o.zarr", "--small-objects", "[[5, 5]]",
+                           "--merge-rule", "window") == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pea predict: error:")]
     assert ["cannot read image" in lines[0], "no such folder" in lines[1], "2D images take mutex" in lines[2],
             "--whole" in lines[3]] == [True] * 4
 
 
-def test_an_existing_output_is_replaced_whole(volumes, tmp_path):
+def test_an_existing_output_is_resumed_refused_or_overwritten(volumes, tmp_path, capsys):
     tmp, _ = volumes
     out = tmp_path / "seg.zarr"
     assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz,lmc") == 0
-    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz") == 0
+    first = zarr.open_group(out, mode="r")["segmentation_lmc"][:]
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz,lmc") == 0  # the same run: done
+    assert "complete already" in capsys.readouterr().err
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz") == 2  # another run: refused
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "another partitioners" in err and "--overwrite" in err
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["segmentation_lmc"][:], first)  # untouched
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz", "--overwrite") == 0
     assert "segmentation_lmc" not in zarr.open_group(out, mode="r")
     assert [p.name for p in tmp_path.iterdir()] == ["seg.zarr"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "notes", "--overwrite") == 2  # not a container
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
