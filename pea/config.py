@@ -60,7 +60,9 @@ DEFAULTS: dict[str, Any] = {
         "epm_groups": [4, 3, 2, 1],  # shift groups used at 1/2, 1/4, 1/8, 1/16
         "background": "same",  # target rule: same (two background pixels are one object) | none
         "normalize": "mean",  # a level's loss / (batch x pixels): mean | / (batch x width): width (authors' 2D)
+        # | pairs: each offset's / (batch x its pairs inside the crop) (authors' 3D)
         "outside_pairs": "ignore",  # class-weight fraction: pairs leaving the image ignored | counted as one | zero
+        # | foreground: as one where their own pixel is foreground (authors' 3D pyramid targets)
         "weight_clip": [0.05, 0.99],
         "mask_weight": 0.0,  # foreground head loss weight (0: not trained)
         "fg_weighting": "fixed",  # head class weights: fixed [1, fg_class_weight] | batch (pixel counts)
@@ -82,6 +84,7 @@ DEFAULTS: dict[str, Any] = {
         "ccm_box_max": [20, 20],  # (the last two axes share one draw: square in-plane)
         "ccm_fill": "mean",  # boxes filled with the foreground mean per channel | zero
         "ccm_min_foreground": 0,  # with fewer foreground pixels, boxes go anywhere
+        "epm_outside_pairs": None,  # outside_pairs of the EPM levels (None: LOSS.outside_pairs)
     },
     "TRAIN": {
         "iterations": 200000,
@@ -111,6 +114,9 @@ DEFAULTS: dict[str, Any] = {
         "compile": False,  # torch.compile the network (a notice and plain eager mode where it cannot)
         "batch_scope": "global",  # torchrun: batch_size is the global batch | per_process
         "sync_bn": False,  # torchrun on CUDA: SyncBatchNorm across the processes
+        # validation: partitioners also scored (keys prefixed: lmc_voi), and waterz's merge score
+        "valid_extra_partitioners": [],
+        "valid_waterz_scoring": "mean",  # mean affinity (as TEST) | median (histogram quantile 50)
     },
     "TEST": {
         "partitioners": ["mutex"],  # any of mutex, waterz, lmc (inference flags choose among them)
@@ -131,6 +137,11 @@ DEFAULTS: dict[str, Any] = {
         "waterz_threshold": 0.5,
         "trained_dir": "../trained_models",
         "out_dir": "../inference",
+        # whole-image inference: the padding is cropped off the affinities before partitioning
+        # (first) | off the merged segmentation (last, at DATA.scale 1)
+        "crop_padding": "first",
+        "mutex_numbering": "sorted",  # Mutex Watershed ids by elf's ids | fortran (first appearance)
+        "aji_ids": "present",  # AJI over the gt ids present | range (every id 1..max, with the gaps)
     },
 }
 
@@ -171,8 +182,8 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("LOSS", "weight_clip"): S.sequence(S.number(0, 1, above=True), length=2),
     ("LOSS", "mask_weight"): S.number(0),
     ("LOSS", "fg_class_weight"): S.number(0, above=True),
-    ("LOSS", "normalize"): S.choice("mean", "width"),
-    ("LOSS", "outside_pairs"): S.choice("ignore", "one", "zero"),
+    ("LOSS", "normalize"): S.choice("mean", "width", "pairs"),
+    ("LOSS", "outside_pairs"): S.choice("ignore", "one", "zero", "foreground"),
     ("LOSS", "fg_weighting"): S.choice("fixed", "batch"),
     ("LOSS", "ccm_view"): S.choice("project", "official"),
     ("LOSS", "ccm_pass"): S.choice("joint", "separate"),
@@ -190,6 +201,7 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("LOSS", "ccm_box_max"): S.sequence(S.number(0, integer=True), empty=False),
     ("LOSS", "ccm_fill"): S.choice("mean", "zero"),
     ("LOSS", "ccm_min_foreground"): S.number(0, integer=True),
+    ("LOSS", "epm_outside_pairs"): S.choice(None, "ignore", "one", "zero", "foreground"),
     ("TRAIN", "iterations"): _POSITIVE_INT,
     ("TRAIN", "batch_size"): _POSITIVE_INT,
     ("TRAIN", "lr"): S.number(0, above=True),
@@ -216,6 +228,8 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("TRAIN", "compile"): S.boolean,
     ("TRAIN", "batch_scope"): S.choice("global", "per_process"),
     ("TRAIN", "sync_bn"): S.boolean,
+    ("TRAIN", "valid_extra_partitioners"): S.sequence(S.choice(*PARTITIONERS)),
+    ("TRAIN", "valid_waterz_scoring"): S.choice("mean", "median"),
     ("TRAIN", "device"): lambda v: None if isinstance(v, str) and (
         v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit())) else "auto, cpu, cuda or cuda:N",
     ("TEST", "partitioners"): S.sequence(S.choice(*PARTITIONERS), empty=False),
@@ -236,6 +250,9 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("TEST", "amp"): S.choice("off", "bf16", "fp16"),
     ("TEST", "trained_dir"): S.text(),
     ("TEST", "out_dir"): S.text(),
+    ("TEST", "crop_padding"): S.choice("first", "last"),
+    ("TEST", "mutex_numbering"): S.choice("sorted", "fortran"),
+    ("TEST", "aji_ids"): S.choice("present", "range"),
 }
 
 

@@ -179,7 +179,8 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
 
     from pea import settings
     from pea.data.common import rescale
-    from pea.inference import foreground_mask, predict, segment
+    from pea.data.common import Sample
+    from pea.inference import segment_sample
     from pea.io import remove_stale
 
     graph = [m for m in methods if m != "mutex"]
@@ -194,7 +195,7 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     if seg_opts.mask == "pred" and not cfg.MODEL.fg_head:
         raise PEAInputError(f"{args.model}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
                             f"add --set TEST.mask=none")
-    pred_opts = asdict(settings.predict_options(cfg))
+    pred_opts = settings.predict_options(cfg)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
@@ -202,10 +203,9 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     for path in tqdm(files, desc="segmenting"):
         image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
         work = rescale(image, float(cfg.DATA.scale), nearest=False)
-        affs, fg = predict(model, work, offsets, device=device, **pred_opts)
-        mask = foreground_mask(fg, mode=seg_opts.mask, min_size=seg_opts.fg_min_size,
-                               connectivity=seg_opts.fg_connectivity, name=str(path))
-        seg = segment(affs, offsets, methods, mask=mask, shape=image.shape[:2], **seg_opts.partition_args())["mutex"]
+        result = segment_sample(model, Sample(str(path), work, shape=image.shape[:2]), offsets, device=device,
+                                predict_options=pred_opts, segment_options=seg_opts)
+        seg, affs = result["seg"]["mutex"], result["affs"]
         _write_tif(out / f"{path.stem}.tif", seg.astype(label_dtype(int(seg.max()))))
         if args.save_affinities:
             _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32))
