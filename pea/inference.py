@@ -130,8 +130,8 @@ def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[O
                   amp: str = "off", crop: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Affinities (C, *spatial) and foreground probability (*spatial) or None for one whole
     image (*spatial, C) in [0, 1], padded to `padded_size` (default: the next multiple of 16)
-    by `pad_mode` (reflect | zero) and cropped back (with `crop` False: left padded; the
-    slices of `pea.data.common.pad_to` crop them)."""
+    by `pad_mode` (reflect | zero) and cropped back (with `crop` False: left padded, to be
+    cropped by `pea.data.common.crop_slices`)."""
     device = device or model_device(model)
     padded, window = pad_to(image, padded_shape(image.shape[:-1], padded_size), pad_mode)
     window = window if crop else tuple(slice(None) for _ in window)

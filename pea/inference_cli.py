@@ -140,7 +140,8 @@ def _segment_split(run: Loaded, methods: Sequence[str], metrics: Sequence[str], 
         for method, seg in result["seg"].items():
             out.segs[method][sample.name] = seg
             if sample.gt is not None:
-                out.rows[method].append({"name": sample.name, **evaluate(seg, sample.gt, metrics=list(metrics), **scoring)})
+                scores = evaluate(seg, sample.gt, metrics=list(metrics), **scoring)
+                out.rows[method].append({"name": sample.name, **scores})
         on_sample(sample, result)
     return out
 

@@ -32,7 +32,8 @@ class PEALoss:
                  epm: bool = True, scm_weight: float = 1.0, ccm_weight: float = 1.0, epm_weight: float = 1.0,
                  epm_groups: Sequence[int] = (4, 3, 2, 1), background: str = "same", normalize: str = "mean",
                  outside_pairs: str = "ignore", epm_outside_pairs: str | None = None,
-                 weight_clip: Sequence[float] = (0.05, 0.99), mask_weight: float = 0.0, fg_weighting: str = "fixed", fg_class_weight: float = 10.0):
+                 weight_clip: Sequence[float] = (0.05, 0.99), mask_weight: float = 0.0,
+                 fg_weighting: str = "fixed", fg_class_weight: float = 10.0):
         self.offsets = list(offsets)
         self.group_size = int(group_size)
         self.weights = {"scm": scm_weight if scm else 0.0, "ccm": ccm_weight if ccm else 0.0,

@@ -40,7 +40,7 @@ def test_shared_schema_names_no_data_set():
                                                  ("TEST.mutex_numbering", "c", "sorted, fortran"),
                                                  ("TEST.aji_ids", "all", "present, range"),
                                                  ("LOSS.normalize", "sum", "mean, width, pairs"),
-                                                 ("LOSS.epm_outside_pairs", "two", "None, ignore, one, zero, foreground"),
+                                                 ("LOSS.epm_outside_pairs", "two", "None, ignore, one, zero"),
                                                  ("TRAIN.valid_waterz_scoring", "max", "mean, median"),
                                                  ("TRAIN.valid_extra_partitioners", ["graph"], "waterz, lmc, mutex")])
 def test_choices_are_checked(key, value, allowed):

@@ -55,7 +55,8 @@ def _unflipped(step: dict) -> torch.Tensor:
 
 def _offsets(step: dict) -> list[tuple[int, ...]]:
     """Channel c links p with p - shift_c along axis_c."""
-    return [tuple(-int(s) if a == axis else 0 for a in range(3)) for s, axis in zip(step["full_shifts"], step["full_axes"])]
+    pairs = zip(step["full_shifts"], step["full_axes"])
+    return [tuple(-int(s) if a == axis else 0 for a in range(3)) for s, axis in pairs]
 
 
 def _labels(step: dict, key: str) -> torch.Tensor:

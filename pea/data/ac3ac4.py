@@ -41,7 +41,8 @@ DATA_DEFAULTS = {
     "augment_margin": [0, 16, 16],
 }
 DATA_SPEC = {"train_sections": S.number(1, integer=True), "test_split": S.number(1, integer=True),
-             "widen_border": S.boolean, "widen_on": S.choice("crop", "volume"), "augment_margin": S.sequence(S.number(0, integer=True), length=3),
+             "widen_border": S.boolean, "widen_on": S.choice("crop", "volume"),
+             "augment_margin": S.sequence(S.number(0, integer=True), length=3),
              **CHAIN_SPEC}
 
 
