@@ -21,17 +21,39 @@ from pea.affinity import Offset
 from pea.extras import require
 
 
+MUTEX_NUMBERINGS = ("sorted", "fortran")
+
+
+def fortran_numbering(seg: np.ndarray) -> np.ndarray:
+    """Segments numbered 1..n in the order they first appear when the array is scanned with
+    its first axis fastest (Fortran order), 0 kept: what vigra's relabelConsecutive gives on a
+    C-ordered array, as the authors' Mutex Watershed stack returned it (docs/method.md section 7)."""
+    flat = np.asarray(seg).ravel(order="F")
+    ids, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    fg = ids != 0
+    rank = np.zeros(ids.size, dtype=np.uint64)
+    rank[fg] = np.argsort(np.argsort(first[fg], kind="stable"), kind="stable") + 1
+    return rank[inverse].reshape(seg.shape, order="F")
+
+
 def mutex_watershed(affs: np.ndarray, offsets: Sequence[Offset], strides: Sequence[int] | None,
-                    mask: np.ndarray | None = None) -> np.ndarray:
+                    mask: np.ndarray | None = None, numbering: str = "sorted") -> np.ndarray:
     """Mutex Watershed (elf) on affinities in [0, 1]; long-range edges subsampled by
-    `strides` (None: every edge); pixels outside `mask` get 0."""
+    `strides` (None: every edge); pixels outside `mask` get 0. Segments are numbered 1..n in
+    the order of elf's ids (``sorted``) or of their first appearance in Fortran order
+    (``fortran``, `fortran_numbering`: the authors' numbering, on which the window rule of
+    `merge_small_objects` depends)."""
     from elf.segmentation.mutex_watershed import mutex_watershed as mws
 
+    if numbering not in MUTEX_NUMBERINGS:
+        raise ValueError(f"unknown Mutex Watershed numbering {numbering!r} ({', '.join(MUTEX_NUMBERINGS)})")
     boundaries = np.ascontiguousarray(1.0 - affs, dtype=np.float32)  # elf wants boundary maps
     strides = list(strides) if strides else [1] * (affs.ndim - 1)
     seg = mws(boundaries, [list(o) for o in offsets], strides, mask=mask)
     if mask is not None:
         seg[~mask] = 0
+    if numbering == "fortran":
+        return fortran_numbering(seg)
     return relabel_sequential(seg.astype(np.uint64))[0]
 
 
@@ -251,6 +273,11 @@ def fragments_3d(affs: np.ndarray) -> np.ndarray:
 # as an alias of MeanAffinity<RegionGraphType, ScoreValue> and ships it compiled, with queues of
 # 0 and 256 bins: 1 - the mean affinity over all voxel pairs along a contact.
 WATERZ_SCORE = "OneMinus<EdgeStatisticValue<RegionGraphType, MeanAffinityProvider<RegionGraphType, ScoreValue>>>"
+# The scoring functions by name: ``mean`` (the paper's inference) and ``median``, 1 - the median
+# affinity of a 256-bin histogram (the authors' AC3/AC4 validation, scripts_ac3ac4/main.py);
+# waterz 0.10 ships both compiled.
+WATERZ_SCORES = {"mean": WATERZ_SCORE,
+                 "median": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>"}
 
 
 def waterz_segment(affs: np.ndarray, threshold: float = 0.5, scoring_function: str = WATERZ_SCORE,

@@ -188,8 +188,8 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     from tqdm import tqdm
 
     from pea import settings
-    from pea.data.common import rescale
-    from pea.inference import foreground_mask, predict, segment
+    from pea.data.common import Sample, rescale
+    from pea.inference import segment_sample
     from pea.io import remove_stale
 
     graph = [m for m in methods if m != "mutex"]
@@ -204,8 +204,8 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     if seg_opts.mask == "pred" and not cfg.MODEL.fg_head:
         raise PEAInputError(f"{args.model}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
                             f"add --set TEST.mask=none")
-    pred_opts = asdict(settings.predict_options(cfg))
-    layout = _tile_layout(args, pred_opts["window"], model, offsets, int(cfg.MODEL.in_channels), device)
+    pred_opts = settings.predict_options(cfg)
+    layout = _tile_layout(args, pred_opts.window, model, offsets, int(cfg.MODEL.in_channels), device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
@@ -214,21 +214,33 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
         image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
         work = rescale(image, float(cfg.DATA.scale), nearest=False)
         if layout:
-            from pea.tiles import predict_image_tiled
-
-            affs, fg = predict_image_tiled(model, work, offsets, tile=args.tile, layout=layout,
-                                           padded_size=pred_opts["padded_size"], pad_mode=pred_opts["pad_mode"],
-                                           normalize=pred_opts["normalize"], device=device, amp=pred_opts["amp"])
+            seg, affs = _segment_tiled(model, work, image.shape[:2], offsets, args.tile, layout, pred_opts, seg_opts,
+                                       device, str(path))
         else:
-            affs, fg = predict(model, work, offsets, device=device, **pred_opts)
-        mask = foreground_mask(fg, mode=seg_opts.mask, min_size=seg_opts.fg_min_size,
-                               connectivity=seg_opts.fg_connectivity, name=str(path))
-        seg = segment(affs, offsets, methods, mask=mask, shape=image.shape[:2], **seg_opts.partition_args())["mutex"]
+            result = segment_sample(model, Sample(str(path), work, shape=image.shape[:2]), offsets, device=device,
+                                    predict_options=pred_opts, segment_options=seg_opts)
+            seg, affs = result["seg"]["mutex"], result["affs"]
         _write_tif(out / f"{path.stem}.tif", seg.astype(label_dtype(int(seg.max()))))
         if args.save_affinities:
             _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32))
     print(f"{len(files)} image(s) segmented into {out}")
     return 0
+
+
+def _segment_tiled(model, image: np.ndarray, shape, offsets, tile, layout, pred_opts, seg_opts, device,
+                   name: str) -> tuple[np.ndarray, np.ndarray]:
+    """--tile: the image's affinities by tiles (`pea.tiles`), then the mask and the Mutex
+    Watershed as `segment_sample` makes them (the padding cropped off first)."""
+    from pea.inference import foreground_mask, segment
+    from pea.tiles import predict_image_tiled
+
+    affs, fg = predict_image_tiled(model, image, offsets, tile=tile, layout=layout, padded_size=pred_opts.padded_size,
+                                   pad_mode=pred_opts.pad_mode, normalize=pred_opts.normalize, device=device,
+                                   amp=pred_opts.amp)
+    mask = foreground_mask(fg, mode=seg_opts.mask, min_size=seg_opts.fg_min_size,
+                           connectivity=seg_opts.fg_connectivity, name=name)
+    seg = segment(affs, offsets, ["mutex"], mask=mask, shape=shape, **seg_opts.partition_args())["mutex"]
+    return seg, affs
 
 
 def _tile_layout(args, window, model, offsets, in_channels: int, device):

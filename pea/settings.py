@@ -64,11 +64,19 @@ def predict_options(cfg: Mapping) -> PredictOptions:
 
 
 def segment_options(test: Mapping, methods: Sequence[str] | None = None) -> SegmentOptions:
-    """The TEST section's partitioners (or `methods`), strides, graph, merging and mask."""
+    """The TEST section's partitioners (or `methods`), strides, graph, merging, mask, the Mutex
+    Watershed's numbering and when the padding is cropped."""
     return SegmentOptions(methods=tuple(methods or test["partitioners"]), strides=test["strides"],
                           fragments=test["fragments"], waterz_threshold=test["waterz_threshold"],
+                          mutex_numbering=test["mutex_numbering"],
                           small_objects=tuple(test["small_objects"] or ()), merge_rule=test["merge_rule"],
-                          mask=test["mask"], fg_min_size=test["fg_min_size"], fg_connectivity=test["fg_connectivity"])
+                          mask=test["mask"], fg_min_size=test["fg_min_size"], fg_connectivity=test["fg_connectivity"],
+                          crop_padding=test["crop_padding"])
+
+
+def metric_options(test: Mapping) -> dict:
+    """`pea.metrics.evaluate`'s keyword arguments from a TEST section (TEST.aji_ids)."""
+    return {"aji_ids": test["aji_ids"]}
 
 
 def window_grid(shape: Sequence[int], offsets_: Sequence[Offset], test: Mapping) -> WindowGrid:
@@ -80,7 +88,8 @@ def window_grid(shape: Sequence[int], offsets_: Sequence[Offset], test: Mapping)
 def loss(cfg: Mapping, offsets_: Sequence[Offset], group_size: int) -> PEALoss:
     """`PEALoss` with the LOSS section's terms, weights and rules."""
     keys = ("scm", "ccm", "epm", "scm_weight", "ccm_weight", "epm_weight", "epm_groups", "background",
-            "normalize", "outside_pairs", "weight_clip", "mask_weight", "fg_weighting", "fg_class_weight")
+            "normalize", "outside_pairs", "epm_outside_pairs", "weight_clip", "mask_weight", "fg_weighting",
+            "fg_class_weight")
     return PEALoss(offsets_, group_size, **{k: cfg["LOSS"][k] for k in keys})
 
 
@@ -153,17 +162,22 @@ def train_loader(cfg: Mapping, reader, world, batch: int, global_batch: int, dev
 
 def validator(cfg: Mapping, reader, offsets_: Sequence[Offset]):
     """Validation on the reader's validation split (TRAIN.max_valid_images of it, read when
-    first needed) with TRAIN.valid_partitioner, scored by the reported metrics."""
+    first needed) with TRAIN.valid_partitioner (and TRAIN.valid_extra_partitioners, waterz
+    scoring merges by TRAIN.valid_waterz_scoring), scored by the reported metrics."""
+    from dataclasses import replace
+
     from pea.config import reported_metrics
     from pea.train import Validator
 
     t = cfg["TRAIN"]
+    methods = list(dict.fromkeys([t["valid_partitioner"], *t["valid_extra_partitioners"]]))
 
     def samples():
         return reader.load_split(cfg["DATA"], reader.VALID_SPLIT)[: t["max_valid_images"] or None]
 
+    segmenting = replace(segment_options(cfg["TEST"], methods), waterz_scoring=t["valid_waterz_scoring"])
     return Validator(samples, offsets_, reported_metrics(cfg, reader), t["select_metric"],
-                     predict_options(cfg), segment_options(cfg["TEST"], [t["valid_partitioner"]]))
+                     predict_options(cfg), segmenting, metric_options(cfg["TEST"]))
 
 
 def trainer(cfg: Mapping, run_dir, device=None):

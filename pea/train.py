@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -30,7 +30,9 @@ LOWER_IS_BETTER = {"voi", "arand", "voi_split", "voi_merge", "abs_dic"}
 
 @dataclass
 class Validator:
-    """Segments validation samples with one partitioner and scores them; `select_metric` picks
+    """Segments validation samples with the partitioners of `segment_options` and scores them
+    (`pea.metrics.evaluate` with `metric_options`): the first partitioner's scores under the
+    metrics' names, the others' prefixed with their name (lmc_voi); `select_metric` picks
     best.ckpt (lower is better for the LOWER_IS_BETTER scores). `samples` may be a function
     returning them, called once when they are first needed."""
 
@@ -40,6 +42,7 @@ class Validator:
     select_metric: str
     predict_options: PredictOptions = PredictOptions()
     segment_options: SegmentOptions = SegmentOptions()
+    metric_options: Mapping = field(default_factory=dict)
 
     def load(self) -> int:
         """Read the samples (when given as a function); returns their number."""
@@ -52,12 +55,15 @@ class Validator:
         self.load()
         was_training = model.training
         model.eval()
-        method = self.segment_options.methods[0]
         rows = []
         for sample in self.samples:
-            seg = segment_sample(model, sample, self.offsets, device=device, predict_options=self.predict_options,
-                                 segment_options=self.segment_options)["seg"][method]
-            rows.append({"name": sample.name, **evaluate(seg, sample.gt, metrics=list(self.metrics))})
+            segs = segment_sample(model, sample, self.offsets, device=device, predict_options=self.predict_options,
+                                  segment_options=self.segment_options)["seg"]
+            row = {"name": sample.name}
+            for i, (method, seg) in enumerate(segs.items()):
+                scores = evaluate(seg, sample.gt, metrics=list(self.metrics), **self.metric_options)
+                row.update({k if i == 0 else f"{method}_{k}": v for k, v in scores.items()})
+            rows.append(row)
         model.train(was_training)
         return summarize(rows)[0]
 

@@ -288,9 +288,34 @@ def test_gate_is_the_chance_that_the_chain_runs():
         A.EMAugmenter(gate=1.5)
 
 
+@pytest.mark.parametrize("name, kwargs", [("rotate", {}), ("rescale", {"low": 1.5, "high": 1.5}),
+                                          ("elastic", {"alpha": 6.0, "sigma": 4.0})])
+def test_zero_border_reads_zeros_beyond_the_section(name, kwargs):
+    """border zero (the authors' 2D augmentation): what comes from outside the section is 0 in
+    the labels and dark in the image; border reflect (the project's) brings no new value."""
+    transform = A.TRANSFORMS[name]
+    image, labels = np.ones((1, 40, 40), np.float32), np.full((1, 40, 40), 5, np.int32)
+    zeros = 0
+    for seed in range(6):
+        out_image, out_labels = transform(image, labels, np.random.default_rng(seed), border="zero", **kwargs)
+        assert set(np.unique(out_labels)) <= {0, 5} and out_labels.dtype == labels.dtype
+        zeros += (out_labels == 0).any()
+        assert (out_image[out_labels == 0] <= 0.5 + 1e-6).all() and out_image.min() == 0.0
+        out_image, out_labels = transform(image, labels, np.random.default_rng(seed), **kwargs)
+        assert (out_labels == 5).all() and np.allclose(out_image, 1.0)
+    assert zeros == 6
+    if name == "rescale":  # a zoom out by 1.5: a ring of zeros all round
+        assert (out_labels[0, [0, -1]] == 5).all()
+        zoomed = transform(image, labels, np.random.default_rng(0), border="zero", **kwargs)[1][0]
+        assert (zoomed[[0, -1]] == 0).all() and (zoomed[:, [0, -1]] == 0).all() and zoomed[20, 20] == 5
+    with pytest.raises(PEAInputError, match="border"):
+        transform(image, labels, np.random.default_rng(0), border="wrap", **kwargs)
+
+
 def test_chain_crop_of_a_grey_2d_image_keeps_it_aligned():
     """The BBBC039V1 paper chain on a 3-channel grey image: crops of the crop size, channels
-    alike, image and labels aligned away from label edges, mirrored beyond the borders."""
+    alike, image and labels aligned away from label edges (rotation, rescale and elastic warp
+    read zeros beyond the region, which this crop's margin keeps out)."""
     from pea.config import load_config, shipped_config
 
     data = load_config(shipped_config("bbbc039v1")).DATA

@@ -99,7 +99,14 @@ def test_shared_schema_names_no_data_set():
                                                  ("TEST.partitioners", [], "waterz, lmc, mutex"),
                                                  ("TEST.merge_rule", "nearest", "contact, window"),
                                                  ("TEST.fragments", "paper", "project, official"),
-                                                 ("TRAIN.lr_schedule", "step", "constant, cosine, poly")])
+                                                 ("TRAIN.lr_schedule", "step", "constant, cosine, poly"),
+                                                 ("TEST.crop_padding", "never", "first, last"),
+                                                 ("TEST.mutex_numbering", "c", "sorted, fortran"),
+                                                 ("TEST.aji_ids", "all", "present, range"),
+                                                 ("LOSS.normalize", "sum", "mean, width, pairs"),
+                                                 ("LOSS.epm_outside_pairs", "two", "None, ignore, one, zero"),
+                                                 ("TRAIN.valid_waterz_scoring", "max", "mean, median"),
+                                                 ("TRAIN.valid_extra_partitioners", ["graph"], "waterz, lmc, mutex")])
 def test_choices_are_checked(key, value, allowed):
     section, name = key.split(".")
     with pytest.raises(PEAInputError, match=f"{key}.*{allowed}"):
@@ -179,6 +186,34 @@ def test_paper_configs_select_the_authors_post_processing():
             assert (cfg.TEST.fragments, cfg.TEST.window_blend, cfg.TEST.partitioners) == (
                 "official", "gaussian", ["lmc"]), path.name
         assert cfg.MODEL.backbone.endswith("_official") or "resnet" in path.name, path.name
+
+
+# the paper configs' values of the keys of issue 18 (the authors' code) and the project's
+PAPER_VALUES = {
+    "cvppp": {("TEST", "crop_padding"): "last", ("TEST", "mutex_numbering"): "fortran"},
+    "bbbc039v1": {("TEST", "mutex_numbering"): "fortran", ("TEST", "aji_ids"): "range"},
+    "ac3ac4": {("LOSS", "normalize"): "pairs", ("LOSS", "outside_pairs"): "zero",
+               ("LOSS", "epm_outside_pairs"): "foreground", ("DATA", "widen_on"): "volume",
+               ("TRAIN", "valid_waterz_scoring"): "median", ("TRAIN", "valid_extra_partitioners"): ["lmc"]},
+}
+PROJECT_VALUES = {("TEST", "crop_padding"): "first", ("TEST", "mutex_numbering"): "sorted",
+                  ("TEST", "aji_ids"): "present", ("LOSS", "epm_outside_pairs"): None,
+                  ("TRAIN", "valid_waterz_scoring"): "mean", ("TRAIN", "valid_extra_partitioners"): []}
+
+
+@pytest.mark.parametrize("name", PAPER_VALUES)
+def test_paper_configs_state_the_authors_order_numbering_scale_and_scores(name):
+    """Each paper config states the authors' value; its _project config (and so its demo) and
+    the shared defaults keep the project's."""
+    paper, project = load_config(shipped_config(name)), load_config(shipped_config(f"{name}_project"))
+    for (section, key), value in PAPER_VALUES[name].items():
+        assert paper[section][key] == value, f"{name}: {section}.{key}"
+    for (section, key), value in PROJECT_VALUES.items():
+        assert project[section][key] == value and make_config({})[section][key] == value, f"{section}.{key}"
+    if name == "bbbc039v1":  # rotation, rescale, elastic warp fill with zeros; the project's reflect
+        assert all(paper.DATA.em_augment_params[t]["border"] == "zero" for t in ("rotate", "rescale", "elastic"))
+    if name == "ac3ac4":
+        assert (project.LOSS.normalize, project.DATA.widen_on) == ("mean", "crop")
 
 
 @pytest.mark.parametrize("rule, passes, ok", [("contact", [5, 20], True), ("window", [[5, 5], [20, 11]], True),

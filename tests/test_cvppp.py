@@ -171,3 +171,14 @@ def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):
         target, _ = affinity_targets(torch.from_numpy(labels.astype(np.int64))[None], offsets)
         seg = segment(target[0].numpy(), offsets, mask=labels > 0, **segment_options(cfg.TEST).partition_args())["mutex"]
         assert symmetric_best_dice(seg, labels) >= 0.99
+
+
+def test_crop_padding_last_partitions_at_the_images_own_resolution():
+    """TEST.crop_padding last merges on the padded image in original pixels: an image read at
+    another scale is a one-line error naming the key (before any prediction)."""
+    from pea.data.common import Sample
+    from pea.inference import SegmentOptions, segment_sample
+
+    sample = Sample("plant001", np.zeros((10, 12, 3), np.float32), shape=(20, 24))
+    with pytest.raises(PEAInputError, match="plant001: TEST.crop_padding 'last'.*DATA.scale 1"):
+        segment_sample(None, sample, [(-1, 0), (0, -1)], segment_options=SegmentOptions(crop_padding="last"))
