@@ -103,6 +103,11 @@ DEFAULTS: dict[str, Any] = {
         "max_valid_images": None,  # None: all
         "valid_partitioner": "mutex",  # the partitioner whose segmentation is scored in validation
         "select_metric": None,  # the validation score that picks best.ckpt (voi, arand: lower is better)
+        # how it picks: best (the authors': the single best score) | smoothed (the mean of the last
+        # select_window scores) | last | auto (smoothed; last under min_valid_pixels validation pixels)
+        "select_rule": "auto",
+        "select_window": 3,
+        "min_valid_pixels": 1048576,
         "model_dir": "../models",
         "device": "auto",  # auto | cpu | cuda | cuda:N
         "amp": "off",  # network in bf16 | fp16 (autocast; fp16 with a gradient scaler); loss in float32
@@ -209,6 +214,9 @@ SPEC: dict[tuple[str, ...], S.Check] = {
     ("TRAIN", "max_valid_images"): S.number(1, integer=True, none=True),
     ("TRAIN", "valid_partitioner"): S.choice(*PARTITIONERS),
     ("TRAIN", "select_metric"): S.text(none=True),
+    ("TRAIN", "select_rule"): S.choice("best", "smoothed", "last", "auto"),
+    ("TRAIN", "select_window"): _POSITIVE_INT,
+    ("TRAIN", "min_valid_pixels"): S.number(0, integer=True),
     ("TRAIN", "model_dir"): S.text(),
     ("TRAIN", "amp"): S.choice("off", "bf16", "fp16"),
     ("TRAIN", "channels_last"): S.boolean,

@@ -160,9 +160,13 @@ def train_loader(cfg: Mapping, reader, world, batch: int, global_batch: int, dev
     return loader
 
 
+VALID_PANELS = 4  # validation samples drawn as panels at every evaluation (RUN/panels/iter_N/)
+
+
 def validator(cfg: Mapping, reader, offsets_: Sequence[Offset]):
     """Validation on the reader's validation split (TRAIN.max_valid_images of it, read when
-    first needed) with TRAIN.valid_partitioner, scored by the reported metrics."""
+    first needed) with TRAIN.valid_partitioner, scored by the reported metrics; best.ckpt
+    chosen by TRAIN.select_rule, select_window and min_valid_pixels."""
     from pea.config import reported_metrics
     from pea.train import Validator
 
@@ -172,7 +176,9 @@ def validator(cfg: Mapping, reader, offsets_: Sequence[Offset]):
         return reader.load_split(cfg["DATA"], reader.VALID_SPLIT)[: t["max_valid_images"] or None]
 
     return Validator(samples, offsets_, reported_metrics(cfg, reader), t["select_metric"],
-                     predict_options(cfg), segment_options(cfg["TEST"], [t["valid_partitioner"]]))
+                     predict_options(cfg), segment_options(cfg["TEST"], [t["valid_partitioner"]]),
+                     rule=t["select_rule"], window=t["select_window"], min_pixels=t["min_valid_pixels"],
+                     panels=VALID_PANELS)
 
 
 def trainer(cfg: Mapping, run_dir, device=None):

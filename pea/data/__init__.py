@@ -1,4 +1,4 @@
-"""Readers of the real data sets' on-disk layouts.
+"""Readers of the real data sets' on-disk layouts, and of one's own images and volumes.
 
 A reader owns its data set's files, keys and layout, and nothing of the method. Each reader
 module exposes:
@@ -22,6 +22,8 @@ READERS = {
     "cvppp": "pea.data.cvppp",
     "bbbc039v1": "pea.data.bbbc039",
     "ac3ac4": "pea.data.ac3ac4",
+    "folder": "pea.data.folder",  # one's own 2D images (pea train)
+    "volumes": "pea.data.volume_list",  # one's own volumes (pea train)
 }
 
 
