@@ -50,7 +50,7 @@ def label_problems(labels: np.ndarray, name: str) -> list[str]:
     if ids.size == 1:
         blobs = ndimage.label(labels > 0)[1]
         if blobs > 1:
-            return [f"{name}: one id ({ids[0]}) for {blobs} separate blobs: a binary mask, not instance labels; "
+            return [f"{name}: one id for {blobs} separate blobs: a binary mask, not instance labels; "
                     f"give each object its own id (where objects do not touch: skimage.measure.label(mask > 0))"]
     return []
 
@@ -172,29 +172,34 @@ def _channel_line(found: Mapping[Path, int]) -> str:
 
 # -- 3D --------------------------------------------------------------------------------------
 def check_volumes(data: Mapping, crop_size: Sequence[int] | None = None) -> Report:
-    """A list of volumes (`pea.data.volume_list`): DATA.train, val, val_sections."""
+    """A list of volumes (`pea.data.volume_list`): DATA.train, val, val_sections. Each volume
+    is checked whole; without DATA.val, its first sections train and its last validate."""
     from pea.data import volume_list as vl
 
-    report, stats = Report(), Stats()
-    for split in ("train", vl.VALID_SPLIT):
-        report.names[split] = []
-        for item, part in vl.items(data, split):
-            where = f"{vl.volume_spec(item['raw'])}" + (f" ({part} sections)" if part else "")
-            try:
-                image, labels = vl.read_item(item, part, data["val_sections"])
-            except PEAInputError as err:
-                report.problems.append(str(err))
-                continue
-            report.names[split].append(where)
-            if split == "train" and crop_size and any(n < c for n, c in zip(labels.shape, crop_size)):
-                report.problems.append(f"{where}: {_x(labels.shape)} is smaller than the training crop "
-                                       f"DATA.crop_size {list(crop_size)} (--set DATA.crop_size=[Z, Y, X])")
-            report.problems += label_problems(labels, f"{vl.volume_spec(item['labels'])}" +
-                                              (f" ({part} sections)" if part else ""))
-            stats.add(labels)
-            if len(report.previews) < SHEET_TILES:
-                z = labels.shape[0] // 2
-                report.previews.append((f"{vl.name(item)} z={z}", *_preview(image[z, ..., None], labels[z])))
+    report, stats = Report(names={"train": [], vl.VALID_SPLIT: []}), Stats()
+    listed = [("train", item) for item in data["train"]] + [(vl.VALID_SPLIT, item) for item in data["val"]]
+    vl.check_items(data)
+    for split, item in listed:
+        raw, labels = vl.volume_spec(item["raw"]), vl.volume_spec(item["labels"])
+        try:
+            image, ids = vl.read_item(item, None, None)
+            held = 0 if data["val"] else vl.held_sections(ids.shape[0], data["val_sections"], raw)
+        except PEAInputError as err:
+            report.problems.append(str(err))
+            continue
+        train_shape = (ids.shape[0] - held, *ids.shape[1:])
+        report.names[split].append(raw + (f" (sections 0-{train_shape[0] - 1})" if held else ""))
+        if held:
+            report.names[vl.VALID_SPLIT].append(f"{raw} (sections {train_shape[0]}-{ids.shape[0] - 1})")
+        if split == "train" and crop_size and any(n < c for n, c in zip(train_shape, crop_size)):
+            report.problems.append(f"{raw}: {'training sections' if held else 'volume'} of {_x(train_shape)}, "
+                                   f"smaller than the training crop DATA.crop_size {list(crop_size)} "
+                                   f"(--set DATA.crop_size=[Z, Y, X])")
+        report.problems += label_problems(ids, labels)
+        stats.add(ids)
+        if len(report.previews) < SHEET_TILES:
+            z = ids.shape[0] // 2
+            report.previews.append((f"{vl.name(item)} z={z}", *_preview(image[z, ..., None], ids[z])))
     val = "val: list" if data["val"] else f"the last {data['val_sections'] or '10% of the'} sections of each"
     report.lines = [f"3D volumes: {len(report.names['train'])} train, {len(report.names[vl.VALID_SPLIT])} "
                     f"validate ({val})", *stats.lines("volume")]
@@ -204,10 +209,10 @@ def check_volumes(data: Mapping, crop_size: Sequence[int] | None = None) -> Repo
 def check(cfg: Mapping) -> Report:
     """The checks of the data a config's DATA section names (a folder or a list of volumes)."""
     data = cfg["DATA"]
-    if data["dataset"] in ("folder", "volumes"):
-        report = (check_images if data["dataset"] == "folder" else check_volumes)(data, data["crop_size"])
-        report.problems = list(dict.fromkeys(report.problems))  # a volume's train and validation parts: once
-        return report
+    if data["dataset"] == "folder":
+        return check_images(data, data["crop_size"])
+    if data["dataset"] == "volumes":
+        return check_volumes(data, data["crop_size"])
     raise PEAInputError(f"DATA.dataset {data['dataset']}: pea check-data reads folders of images and lists of volumes")
 
 
@@ -235,12 +240,12 @@ def write_sheet(path: str | Path, previews: Sequence[tuple[str, np.ndarray, np.n
         Image.fromarray(np.concatenate(rows, axis=0)).save(tmp, format="PNG")
 
 
-def show(report: Report, err=sys.stderr, out=sys.stdout) -> None:
-    """Print the summary, then each problem on its own line."""
+def show(report: Report) -> None:
+    """Print the summary (stdout), then each problem on its own line (stderr)."""
     for line in report.lines:
-        print(line, file=out)
+        print(line)
     for problem in report.problems:
-        print(f"problem: {problem}", file=err)
+        print(f"problem: {problem}", file=sys.stderr)
 
 
 # -- the command -----------------------------------------------------------------------------

@@ -77,13 +77,16 @@ class Validator:
         return summarize(rows)[0]
 
     def _panel(self, path: Path, sample, affs, seg) -> None:
-        """2D: the image; 3D: its middle section. The middle tile is the lowest nearest-offset affinity."""
+        """2D: the image (grey or RGB: other channel counts averaged); 3D: its middle section. The
+        middle tile is the lowest nearest-offset affinity."""
         from pea.visualize import save_panel
 
         ndim = len(self.offsets[0])
         z = (slice(None),) if ndim == 2 else (affs.shape[1] // 2,)
         zs = () if ndim == 2 else (seg.shape[0] // 2,)
-        save_panel(path, sample.image[zs], affs[(slice(0, ndim),) + z].min(axis=0), seg[zs], sample.gt[zs])
+        image = sample.image[zs]
+        image = image if image.shape[-1] in (1, 3) else image.mean(axis=-1, keepdims=True)
+        save_panel(path, image, affs[(slice(0, ndim),) + z].min(axis=0), seg[zs], sample.gt[zs])
 
     def better(self, score: float, best: float | None) -> bool:
         if best is None:

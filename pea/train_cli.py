@@ -128,7 +128,7 @@ def run_config(args: argparse.Namespace):
 
     dataset, data = data_section(args)
     preset = preset_dict(args.preset) if args.preset else {}
-    dims = len(settings.offsets(preset["DATA"])[0][0]) if args.preset else None
+    dims = len(settings.offsets(preset.get("DATA") or {})[0][0]) if args.preset else None
     if dims not in (None, 3 if dataset == "volumes" else 2):
         raise PEAInputError(f"--preset {args.preset} trains {dims}D networks, but --data {args.data} holds "
                             f"{'volumes' if dataset == 'volumes' else '2D images'} "

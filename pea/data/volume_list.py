@@ -46,13 +46,18 @@ def volume_spec(path: str) -> str:
     return f"{file}/{key}" if sep and file.lower().endswith(CONTAINERS) else str(path)
 
 
-def items(data_cfg: Mapping, split: str) -> list[tuple[Mapping, str | None]]:
-    """The (item, part) of a split: DATA.val items whole (part None), or each DATA.train item
-    with part 'train' (its first sections) or 'validation' (its last DATA.val_sections)."""
+def check_items(data_cfg: Mapping) -> None:
+    """Each item of DATA.train and DATA.val has the keys raw and labels."""
     for where in ("train", "val"):
         for i, item in enumerate(data_cfg[where]):
             if set(item) != set(ITEM_KEYS):
                 raise PEAInputError(f"DATA.{where}[{i}] = {dict(item)!r}: expected the keys raw and labels")
+
+
+def items(data_cfg: Mapping, split: str) -> list[tuple[Mapping, str | None]]:
+    """The (item, part) of a split: DATA.val items whole (part None), or each DATA.train item
+    with part 'train' (its first sections) or 'validation' (its last DATA.val_sections)."""
+    check_items(data_cfg)
     if data_cfg["val"]:
         return [(item, None) for item in data_cfg["train" if split == "train" else "val"]]
     return [(item, split) for item in data_cfg["train"]]
