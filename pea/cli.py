@@ -1,4 +1,5 @@
-"""The `pea` command: `pea evaluate`, `pea synth`, `pea convert`, `pea predict`."""
+"""The `pea` command: `pea evaluate`, `pea synth`, `pea convert`, `pea predict`, `pea train`,
+`pea check-data`."""
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,8 @@ COMMANDS = {
     "synth": ("pea.synth.cli", "generate look-alike data sets in the real on-disk layouts"),
     "convert": ("pea.data.convert", "convert official annotations to the layout the readers use"),
     "predict": ("pea.predict", "segment your own images or volume (blockwise on dask for large volumes)"),
+    "train": ("pea.train_cli", "train on your own folder of images or list of volumes with a preset"),
+    "check-data": ("pea.datacheck", "check a folder of images or a list of volumes before training"),
 }
 
 

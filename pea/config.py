@@ -186,6 +186,13 @@ SCHEMA: dict[str, Any] = {
         "valid_waterz_scoring": Key("mean", S.choice("mean", "median"),
                                     "validation waterz merge score: mean affinity (as TEST) | median "
                                     "(histogram quantile 50, the authors' AC3/AC4 validation)"),
+        "select_rule": Key("auto", S.choice("best", "smoothed", "last", "auto"),
+                           "how best.ckpt is picked: best (the authors': the single best score) | smoothed "
+                           "(the mean of the last select_window scores) | last | auto (smoothed; last under "
+                           "min_valid_pixels validation pixels)"),
+        "select_window": Key(3, _POSITIVE_INT, "smoothed: validation scores averaged"),
+        "min_valid_pixels": Key(1048576, S.number(0, integer=True),
+                                "auto: with fewer validation pixels (voxels) the last checkpoint is kept"),
         "select_metric": Key(None, S.text(none=True),
                              "the validation score that picks best.ckpt (voi, arand: lower is better)"),
         "model_dir": Key("../models", S.text(), "training runs are written to MODEL_DIR/NAME"),

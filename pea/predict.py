@@ -36,6 +36,7 @@ from pea.inference_cli import add_partitioner_flag
 from pea.io import atomic_write, one_line
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+MAX_CHANNELS = 16  # images of their own channels: up to this many (planar or last)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -126,7 +127,7 @@ def image_files(spec: str) -> list[Path]:
     return files
 
 
-def read_image(path: Path, channels: int, percentiles: Sequence[float] | None) -> np.ndarray:
+def read_image(path: Path, channels: int | None, percentiles: Sequence[float] | None) -> np.ndarray:
     """An image file (tif, png, jpg) as `unit_image` makes it."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -143,27 +144,30 @@ def read_image(path: Path, channels: int, percentiles: Sequence[float] | None) -
     return unit_image(arr, channels, percentiles, str(path))
 
 
-def unit_image(arr: np.ndarray, channels: int, percentiles: Sequence[float] | None = None,
+def unit_image(arr: np.ndarray, channels: int | None, percentiles: Sequence[float] | None = None,
                name: str = "image") -> np.ndarray:
-    """A grey or RGB(A) image as (H, W, channels) float32 in [0, 1]: integers over their type's
-    maximum (or `percentiles` mapped to 0 and 1), grey repeated to `channels`, RGB averaged to
-    grey for one channel, alpha dropped, planar RGB moved last."""
+    """A grey, RGB(A) or `channels`-channel image as (H, W, channels) float32 in [0, 1]:
+    integers over their type's maximum (or `percentiles` mapped to 0 and 1), grey repeated to
+    `channels`, RGB averaged to grey for one channel, alpha dropped, planar RGB (or planar
+    `channels` channels) moved last; `channels` None keeps the image's own channels."""
     from pea.volumes import to_unit
 
     arr = np.squeeze(np.asarray(arr))
-    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # planar RGB
-    if arr.ndim == 3 and arr.shape[-1] in (2, 4):
+    own = {3, 4, channels} if channels else set(range(2, MAX_CHANNELS + 1))
+    if arr.ndim == 3 and arr.shape[0] in own and arr.shape[-1] not in own:
+        arr = np.moveaxis(arr, 0, -1)  # planar
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4) and arr.shape[-1] != channels:
         arr = arr[..., :-1]  # alpha
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3))):
-        raise PEAInputError(f"{name}: expected a grey or RGB image, got shape {arr.shape}")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in own | {1})):
+        raise PEAInputError(f"{name}: expected a grey or RGB image" + (f" or {channels} channels" if channels else "")
+                            + f", got shape {arr.shape}")
     image = to_unit(arr, name)
     if percentiles is not None:
         from pea.data.bbbc039 import percentile_normalize
 
         image = percentile_normalize(image, percentiles)
     image = image.reshape(image.shape[:2] + (-1,))
-    if image.shape[-1] == channels:
+    if channels is None or image.shape[-1] == channels:
         return image
     if image.shape[-1] == 1:
         return np.repeat(image, channels, axis=-1)

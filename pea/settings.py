@@ -160,10 +160,14 @@ def train_loader(cfg: Mapping, reader, world, batch: int, global_batch: int, dev
     return loader
 
 
+VALID_PANELS = 4  # validation samples drawn as panels at every evaluation (RUN/panels/iter_N/)
+
+
 def validator(cfg: Mapping, reader, offsets_: Sequence[Offset]):
     """Validation on the reader's validation split (TRAIN.max_valid_images of it, read when
     first needed) with TRAIN.valid_partitioner (and TRAIN.valid_extra_partitioners, waterz
-    scoring merges by TRAIN.valid_waterz_scoring), scored by the reported metrics."""
+    scoring merges by TRAIN.valid_waterz_scoring), scored by the reported metrics; best.ckpt
+    chosen by TRAIN.select_rule, select_window and min_valid_pixels."""
     from dataclasses import replace
 
     from pea.config import reported_metrics
@@ -177,7 +181,9 @@ def validator(cfg: Mapping, reader, offsets_: Sequence[Offset]):
 
     segmenting = replace(segment_options(cfg["TEST"], methods), waterz_scoring=t["valid_waterz_scoring"])
     return Validator(samples, offsets_, reported_metrics(cfg, reader), t["select_metric"],
-                     predict_options(cfg), segmenting, metric_options(cfg["TEST"]))
+                     predict_options(cfg), segmenting, metric_options(cfg["TEST"]),
+                     rule=t["select_rule"], window=t["select_window"], min_pixels=t["min_valid_pixels"],
+                     panels=VALID_PANELS)
 
 
 def trainer(cfg: Mapping, run_dir, device=None):

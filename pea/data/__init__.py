@@ -1,4 +1,4 @@
-"""Readers of the real data sets' on-disk layouts.
+"""Readers of the real data sets' on-disk layouts, and of one's own images and volumes.
 
 A reader owns its data set's files, keys and layout, and nothing of the method. Each reader
 module exposes:
@@ -12,16 +12,16 @@ module exposes:
 - `train_dataset(cfg, samples) -> torch Dataset`: random augmented crops;
 - `SUBMISSIONS`: split -> `writer(out_dir, segs) -> Path` of a challenge file (may be empty).
 
-Importing this package imports the three readers, so all of them are registered.
+Importing this package imports the readers, so all of them are registered.
 """
 from __future__ import annotations
 
 from types import ModuleType
 
-from pea.data import ac3ac4, bbbc039, cvppp
+from pea.data import ac3ac4, bbbc039, cvppp, folder, volume_list
 from pea.errors import PEAInputError
 
-READERS: dict[str, ModuleType] = {m.DATASET_NAME: m for m in (cvppp, bbbc039, ac3ac4)}
+READERS: dict[str, ModuleType] = {m.DATASET_NAME: m for m in (cvppp, bbbc039, ac3ac4, folder, volume_list)}
 
 
 def get_reader(name: str) -> ModuleType:
