@@ -162,4 +162,6 @@ def test_window_batches_and_bf16_agree_with_one_window_in_fp32(blend):
     batched = affs(batch=5)
     np.testing.assert_allclose(batched, one, rtol=0, atol=1e-6)
     bf16 = affs(amp="bf16")
-    assert bf16.dtype == np.float32 and np.abs(bf16 - one).max() < 0.05  # bf16 network, float32 arithmetic
+    # bf16 network, float32 arithmetic: measured max error 0.0093 (mean 4e-4); another volume's
+    # affinities differ by up to 1. Nonzero: the network did run in bf16
+    assert bf16.dtype == np.float32 and 1e-4 < np.abs(bf16 - one).max() < 0.02
