@@ -12,6 +12,7 @@ from checkpoints import EM_OVERRIDE, project_checkpoint
 import pea
 from pea.affinity import affinity_targets, embedding_affinity, offsets_from_shifts
 from pea.errors import PEAInputError
+from pea.inference import predict_windows
 from pea.synth.cvppp import make_plant
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,6 +100,10 @@ def test_volumes_and_their_partitioners(tmp_path):
     volume = (np.random.default_rng(0).random((8, 40, 36)) * 255).astype(np.uint8)
     affs = pea.affinities(model, volume)
     assert affs.shape == (12, 8, 40, 36)
+    # the checkpoint's windows (EM_OVERRIDE, blend ramp) on the volume over 255, 'unit' normalised
+    windows = predict_windows(model, volume[..., None] / np.float32(255), model.offsets, [6, 32, 32],
+                              overlap=[2, 8, 8], normalize="unit", progress=False)
+    np.testing.assert_allclose(affs, windows, rtol=0, atol=1e-6)
     for method in ("mutex", "waterz", "lmc"):
         assert pea.segment(affs, model.offsets, method=method, strides=[1, 10, 10]).shape == volume.shape
     with pytest.raises(PEAInputError, match=r"\(Z, Y, X\) volume"):

@@ -229,7 +229,8 @@ def test_training_and_test_inference(tiny_data, tmp_path):
     assert train_main(SCRIPTS, args) == 0
     log = (models / "tiny" / "log.txt").read_text().splitlines()
     losses = [float(line.split()[3]) for line in log if line.startswith("iter ")]
-    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    # the last 3 iterations' mean is 0.58 of the first 3's; without the optimiser step 1.16
+    assert len(losses) == 12 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     assert any(line.startswith("valid 12 aji=") for line in log)
     assert (models / "tiny" / "best.ckpt").is_file()
 

@@ -152,7 +152,9 @@ def test_loss_falls_quickly(tiny_data, tmp_path):
     args = ["-c=cvppp_demo", "--run", "fall"] + tiny_overrides(tiny_data, models, tmp_path / "inf", iterations=12)
     assert train_main(SCRIPTS, args + ["--set", "TRAIN.valid_every=100"]) == 0
     losses = _read_log(models / "fall")
-    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    # the last 3 iterations' mean is 0.65 of the first 3's; without the optimiser step 1.00
+    # (a plain "lower" would pass by that 0.1% of chance)
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
 def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):

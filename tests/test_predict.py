@@ -14,6 +14,7 @@ from checkpoints import EM_OVERRIDE, project_checkpoint
 from PIL import Image
 from scipy import ndimage
 
+import pea
 from pea.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,16 +50,28 @@ def ckpt_2d(tmp_path_factory):
 SIZES = {"rgb": (70, 90), "rgba": (48, 40), "grey16": (64, 50), "photo": (33, 47)}
 
 
+def _unit_rgb(path: Path) -> np.ndarray:
+    """The file as the network's RGB input in [0, 1], read here: 8 bits over 255, alpha dropped,
+    16-bit grey over 65535 and repeated to 3 channels."""
+    if path.suffix == ".tif":
+        return np.repeat(tifffile.imread(path)[..., None].astype(np.float32) / 65535, 3, -1)
+    return np.asarray(Image.open(path))[..., :3].astype(np.float32) / 255
+
+
 def test_a_folder_of_images_with_a_project_checkpoint(images, ckpt_2d, tmp_path, capsys):
     out = tmp_path / "labels"
     argv = ["predict", "--model", str(ckpt_2d), "--input", str(images), "--output", str(out), "--device", "cpu"]
     assert main(argv + ["--save-affinities"]) == 0
     assert "without a mask" in capsys.readouterr().err  # cvppp's TEST.mask gt: no ground truth here
-    for stem, shape in SIZES.items():
+    model = pea.load_model(ckpt_2d)
+    for path in sorted(p for p in images.iterdir() if p.stem in SIZES):
+        stem, shape = path.stem, SIZES[path.stem]
         seg = tifffile.imread(out / f"{stem}.tif")
         assert seg.shape == shape and seg.dtype == np.uint16 and seg.max() >= 1
         affs = tifffile.imread(out / f"{stem}_affinities.tif")  # at DATA.scale 0.5, 10 channels
         assert affs.shape == (10, round(shape[0] / 2), round(shape[1] / 2)) and affs.dtype == np.float32
+        # the pixels reached the network as they are in the file
+        np.testing.assert_allclose(affs, pea.affinities(model, _unit_rgb(path), scale=model.scale), rtol=0, atol=1e-5)
     assert not list(out.glob(".*"))
     glob_out = tmp_path / "png"
     assert main(argv + ["--partitioner", "mutex", "--input", str(images / "*.png"), "--output", str(glob_out)]) == 0
