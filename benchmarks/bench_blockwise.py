@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import subprocess
@@ -147,12 +148,17 @@ def section_cores(folder: Path, model: str, base: np.ndarray, args) -> None:
           f"window {tuple(args.window)}, methods {args.methods}, device {args.device}")
     print(hardware())
     print(f"{'run':<48} {'seconds':>8} {'voxels/s':>9} {'vs one core':>11}", flush=True)
-    seconds = []
+    seconds, parts = [], []
     for k, (name, extra, cores) in enumerate(runs):
-        seconds.append(measure(predict_argv(model, volume, folder / f"cores_{k}.zarr", args, *extra), cores)["seconds"])
+        result = measure(predict_argv(model, volume, folder / f"cores_{k}.zarr", args, *extra), cores)
+        seconds.append(result["seconds"])
+        parts.append(re.findall(r"^(\w+)(?: \([^)]*\))?: (?:\d+ block\(s\) in )?([\d.]+) s$", result["stderr"], re.M))
         print(f"{name:<48} {seconds[-1]:>8.1f} {voxels / seconds[-1]:>9.0f} {seconds[0] / seconds[-1]:>11.2f}",
               flush=True)
     print(f"every core / whole volume: {seconds[2] / seconds[1]:.2f}x the voxels/s")
+    for (name, _, _), stages in zip(runs[:2], parts):
+        print(f"  {name.split(' (')[0]}: " + ", ".join(f"{stage} {float(s):.1f} s" for stage, s in stages)
+              + " (the rest: start-up, the cluster's included)")
 
 
 def section_compare(folder: Path, model: str, args) -> None:
