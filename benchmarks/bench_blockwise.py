@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import resource
 import signal
 import subprocess
@@ -140,22 +141,24 @@ def section_cores(folder: Path, model: str, base: np.ndarray, args) -> None:
     shape = make_volume(volume, base, SCALES[args.cores_factor], tuple(args.block))
     voxels = int(np.prod(shape))
     workers, threads = cluster_shape(None, None)
-    runs = {"one core (--workers 0 --threads 1, pinned)": measure(
-                predict_argv(model, volume, folder / "one.zarr", args, "--workers", "0", "--threads", "1"), cores=1),
-            f"every core ({workers} workers x {threads} threads)": measure(
-                predict_argv(model, volume, folder / "all.zarr", args)),
-            "whole volume in memory (--whole)": measure(predict_argv(model, volume, folder / "whole_c.zarr", args,
-                                                                     "--whole"))}
+    runs = [("one core (--workers 0 --threads 1, pinned)", ["--workers", "0", "--threads", "1"], 1),
+            (f"every core ({workers} workers x {threads} threads)", [], 0),
+            ("whole volume in memory (--whole)", ["--whole"], 0)]
     print(f"\n[cores] volume {'x'.join(map(str, shape))} ({voxels} voxels), block {tuple(args.block)}, "
-          f"methods {args.methods}, device {args.device}")
+          f"window {tuple(args.window)}, methods {args.methods}, device {args.device}")
     print(hardware())
-    one = voxels / next(iter(runs.values()))["seconds"]
-    print(f"{'run':<48} {'seconds':>8} {'voxels/s':>9} {'vs one core':>11}")
-    for name, result in runs.items():
-        speed = voxels / result["seconds"]
-        print(f"{name:<48} {result['seconds']:>8.1f} {speed:>9.0f} {speed / one:>11.2f}")
-    seconds = [r["seconds"] for r in runs.values()]
+    print(f"{'run':<48} {'seconds':>8} {'voxels/s':>9} {'vs one core':>11}", flush=True)
+    seconds, parts = [], []
+    for k, (name, extra, cores) in enumerate(runs):
+        result = measure(predict_argv(model, volume, folder / f"cores_{k}.zarr", args, *extra), cores)
+        seconds.append(result["seconds"])
+        parts.append(re.findall(r"^(\w+)(?: \([^)]*\))?: (?:\d+ block\(s\) in )?([\d.]+) s$", result["stderr"], re.M))
+        print(f"{name:<48} {seconds[-1]:>8.1f} {voxels / seconds[-1]:>9.0f} {seconds[0] / seconds[-1]:>11.2f}",
+              flush=True)
     print(f"every core / whole volume: {seconds[2] / seconds[1]:.2f}x the voxels/s")
+    for (name, _, _), stages in zip(runs[:2], parts):
+        print(f"  {name.split(' (')[0]}: " + ", ".join(f"{stage} {float(s):.1f} s" for stage, s in stages)
+              + " (the rest: start-up, the cluster's included)")
 
 
 def section_compare(folder: Path, model: str, args) -> None:

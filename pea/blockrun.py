@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
@@ -182,7 +183,9 @@ class Executor:
         if done:
             print(f"{stage}: {len(done)} of {len(boxes)} block(s) finished before, skipping them", file=sys.stderr)
         task = partial(run_block, fn, state, stage, job)
+        start = time.perf_counter()
         results, failed = (self._here if self.client is None else self._dask)(task, todo, stage, shared)
+        print(f"{stage}: {len(todo) - len(failed)} block(s) in {time.perf_counter() - start:.1f} s", file=sys.stderr)
         if failed:
             index, err = min(failed.items())
             more = f"; {len(failed) - 1} other block(s) failed too" if len(failed) > 1 else ""

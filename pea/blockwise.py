@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Mapping, Sequence
@@ -396,8 +397,11 @@ def segment_blockwise(job: Job, methods: Sequence[str], executor: Executor, *, w
     sizes = {kind: [r["sizes"] for r in executor.run(kind, stages[kind], job, state)] for kind in kinds}
     first_ids = {kind: np.r_[0, np.cumsum([s.size for s in v])[:-1]].astype(np.int64) for kind, v in sizes.items()}
     graphs = executor.run("graph", graph_block, job, state, first_ids=first_ids)
+    start = time.perf_counter()
     tables = _tables(job, state, methods, names, sizes, graphs, waterz_threshold=waterz_threshold,
                      small_objects=small_objects)
+    print_(f"agglomeration ({', '.join(methods)}, {sum(len(t) - 1 for t in tables.values())} fragments): "
+           f"{time.perf_counter() - start:.1f} s")
     found = {m: int(tables[names[m]].max()) for m in methods}
     dtype = np.uint32 if max(found.values()) < 2 ** 32 else np.uint64
     group = _group(job)
