@@ -50,7 +50,10 @@ def test_switches_agree_with_float32(tiny_cvppp, tmp_path, switch, loss_tol, gra
     loss, loss_other = _one_step(base), _one_step(other)
     assert loss_other == pytest.approx(loss, rel=loss_tol)
     g, g_other = _gradient(base), _gradient(other)
-    assert g.norm() > 0 and float((g_other - g).norm() / g.norm()) <= grad_tol
+    error = float((g_other - g).norm() / g.norm())
+    assert g.norm() > 0 and error <= grad_tol
+    # and half precision did run (measured 0.496 bf16, 0.152 fp16): an ignored amp passed the bound
+    assert error > 0.01 or "amp" not in switch
     # a wrong gradient of the same size fails the same bound: the step of another batch
     x, labels = list(base.train_loader(0))[1]
     base.step(x, labels)
