@@ -56,7 +56,9 @@ def test_reader_splits_and_scaling(tiny_data):
     s = valid[0]
     label_png = np.asarray(Image.open(tiny_data / "train" / f"{s.name}_label.png"))
     np.testing.assert_array_equal(s.gt, label_png)
-    assert s.image.shape == (80, 72, 3) and s.image.dtype == np.float32 and 0 <= s.image.min() <= s.image.max() <= 1
+    assert s.image.shape == (80, 72, 3) and s.image.dtype == np.float32
+    rgb_png = np.asarray(Image.open(tiny_data / "train" / f"{s.name}_rgb.png"))
+    np.testing.assert_allclose(s.image, rgb_png / 255.0, rtol=0, atol=1e-6)  # the pixels, in RGB order
     np.testing.assert_array_equal(s.fg, label_png > 0)
     assert test[0].labels is None and test[0].fg is not None
     half = cvppp.load_split(make_config({"DATA": {"dataset": "cvppp", "data_dir": str(tiny_data), "scale": 0.5}}).DATA, "validation")

@@ -64,7 +64,9 @@ def test_a_folder_of_images_with_a_project_checkpoint(images, ckpt_2d, tmp_path,
     assert main(argv + ["--save-affinities"]) == 0
     assert "without a mask" in capsys.readouterr().err  # cvppp's TEST.mask gt: no ground truth here
     model = pea.load_model(ckpt_2d)
-    for path in sorted(p for p in images.iterdir() if p.stem in SIZES):
+    files = sorted(p for p in images.iterdir() if p.stem in SIZES)
+    assert len(files) == len(SIZES)
+    for path in files:
         stem, shape = path.stem, SIZES[path.stem]
         seg = tifffile.imread(out / f"{stem}.tif")
         assert seg.shape == shape and seg.dtype == np.uint16 and seg.max() >= 1
