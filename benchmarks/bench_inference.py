@@ -18,6 +18,7 @@ CASES = {
     "2d-fp32": {"kind": "2d", "amp": "off"},
     "2d-bf16": {"kind": "2d", "amp": "bf16"},
     "2d-fp16": {"kind": "2d", "amp": "fp16"},
+    "2d-fp32-channels_last": {"kind": "2d", "amp": "off", "channels_last": True},
     "3d-fp32": {"kind": "3d", "amp": "off", "batch": 1},
     "3d-fp32-batch4": {"kind": "3d", "amp": "off", "batch": 4},
     "3d-bf16-batch4": {"kind": "3d", "amp": "bf16", "batch": 4},
@@ -30,7 +31,7 @@ def run_case(name: str, quick: bool, device: str) -> dict:
     import torch
 
     from pea.affinity import EM_OFFSETS, offsets_from_shifts
-    from pea.inference import predict_image, predict_volume_gaussian
+    from pea.inference import predict_image, predict_windows
     from pea.models import build_model
 
     case = CASES[name]
@@ -38,24 +39,27 @@ def run_case(name: str, quick: bool, device: str) -> dict:
     rng = np.random.default_rng(0)
     if case["kind"] == "2d":
         model = build_model({"backbone": "resunet_official", "in_channels": 3, "fg_head": True}).to(dev).eval()
+        if case.get("channels_last"):
+            model = model.to(memory_format=torch.channels_last)
         size = 272 if quick else 544
         images = [rng.random((size, size, 3), dtype=np.float32) for _ in range(2 if quick else 4)]
-        data = {"padded_size": [size, size], "pad_mode": "reflect", "normalize": "imagenet"}
+        options = {"padded_size": [size, size], "pad_mode": "reflect", "normalize": "imagenet", "amp": case["amp"],
+                   "device": dev}
         offsets = offsets_from_shifts([1, 3, 5, 9, 27])
-        predict_image(model, images[0], offsets, data, dev, case["amp"])  # warm-up
+        predict_image(model, images[0], offsets, **options)  # warm-up
         start = time.perf_counter()
         for image in images:
-            predict_image(model, image, offsets, data, dev, case["amp"])
+            predict_image(model, image, offsets, **options)
         _sync(dev)
         rate, unit = len(images) / (time.perf_counter() - start), "images/s"
     else:
         model = build_model({"backbone": "superhuman_official", "in_channels": 1}).to(dev).eval()
         shape = (26, 240, 240) if quick else (50, 480, 480)
         volume = rng.random(shape + (1,), dtype=np.float32)
-        data = {"normalize": "unit"}
         start = time.perf_counter()
-        predict_volume_gaussian(model, volume, EM_OFFSETS, [18, 160, 160], [8, 80, 80], [4, 48, 48], data, dev,
-                                progress=False, batch=case["batch"], amp=case["amp"])
+        predict_windows(model, volume, EM_OFFSETS, [18, 160, 160], overlap=[8, 80, 80], blend="gaussian",
+                        context=[4, 48, 48], device=dev, normalize="unit", progress=False, batch=case["batch"],
+                        amp=case["amp"])
         _sync(dev)
         rate, unit = volume[..., 0].size / (time.perf_counter() - start), "voxels/s"
     peak = (torch.cuda.max_memory_allocated() if dev.type == "cuda"
@@ -79,8 +83,14 @@ def main() -> None:
     if args.case:
         print(json.dumps(run_case(args.case, args.quick, args.device)))
         return
-    rows = []
+    from hardware import describe, emulated
+
+    rows, skipped = [], []
     for name in CASES:
+        why = emulated(CASES[name]["amp"], args.device)
+        if why:
+            skipped.append(f"{name}: skipped, {why}")
+            continue
         cmd = [sys.executable, __file__, "--case", name, "--device", args.device] + (["--quick"] if args.quick else [])
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
@@ -88,10 +98,12 @@ def main() -> None:
             continue
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
     base = {r["unit"]: r["rate"] for r in rows if r["case"].endswith("fp32")}
-    print(f"device {args.device}; {'quick' if args.quick else 'full'} sizes")
-    print(f"{'case':18s} {'rate':>14s} {'unit':9s} {'vs fp32':>8s} {'peak MB':>9s}")
+    print(f"device {args.device} ({describe(args.device)}); {'quick' if args.quick else 'full'} sizes")
+    print(f"{'case':22s} {'rate':>14s} {'unit':9s} {'vs fp32':>8s} {'peak MB':>9s}")
     for r in rows:
-        print(f"{r['case']:18s} {r['rate']:14.2f} {r['unit']:9s} {r['rate'] / base[r['unit']]:8.2f} {r['peak_mb']:9.0f}")
+        print(f"{r['case']:22s} {r['rate']:14.2f} {r['unit']:9s} {r['rate'] / base[r['unit']]:8.2f} {r['peak_mb']:9.0f}")
+    for line in skipped:
+        print(line)
 
 
 if __name__ == "__main__":

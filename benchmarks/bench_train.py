@@ -8,6 +8,7 @@ gloo on the CPU). Ratios are against float32 in one process, measured in one run
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -43,23 +44,33 @@ def overrides(config: str, data: Path, quick: bool) -> dict:
 
 
 def time_steps(cfg, run: Path, iterations: int) -> dict:
-    """Seconds per iteration and the share of each part of the step (after one warm-up step)."""
+    """Seconds per iteration of the trainer's own step (`Trainer.step`, which leaves the device
+    running: the loss is read back once per log interval), and the share of each part of a step
+    (data, network, loss) from steps timed part by part, the device synchronised after each."""
     import torch
 
     from pea.settings import trainer as build_trainer
 
     trainer = build_trainer(cfg, run)
-    loader = iter(trainer._loader())
-    parts = {"data": 0.0, "network": 0.0, "loss": 0.0}
+    batches = list(itertools.islice(iter(trainer.train_loader(0)), iterations + 1))
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
+    trainer.step(*batches[0])  # warm-up
+    sync()
+    t0 = time.perf_counter()
+    for x, labels in batches[1:]:
+        trainer.step(x, labels)
+    sync()
+    step = (time.perf_counter() - t0) / iterations
+    parts = {"data": 0.0, "network": 0.0, "loss": 0.0}
+    loader = iter(trainer.train_loader(0))
     for i in range(iterations + 1):
         t0 = time.perf_counter()
         x, labels = next(loader)
         x, labels = x.to(trainer.device), labels.to(trainer.device)
         sync()
         t1 = time.perf_counter()
-        out = trainer._forward(x) if trainer.cross_view is None else None
-        out, out2 = (out, None) if out is not None else trainer.cross_view(trainer._forward, x, labels, i)
+        out, out2 = (trainer._forward(x), None) if trainer.cross_view is None else \
+            trainer.cross_view(trainer._forward, x, labels, i)
         sync()
         t2 = time.perf_counter()
         loss, _ = trainer.loss(out, labels, out2)
@@ -76,7 +87,7 @@ def time_steps(cfg, run: Path, iterations: int) -> dict:
             parts["network"] += (t2 - t1) + (t4 - t3)
             parts["loss"] += t3 - t2
     total = sum(parts.values())
-    return {"s_per_it": total / iterations, **{k: v / total for k, v in parts.items()}}
+    return {"s_per_it": step, **{k: v / total for k, v in parts.items()}}
 
 
 def ddp_seconds(config: str, data: Path, quick: bool, iterations: int, n: int, run: Path) -> float:
@@ -110,24 +121,37 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp())
     data = synth(args.config, tmp / "data")
-    base = _config(ROOT / SCRIPTS[args.config.split("_")[0]], args.config, [])
+    base = script_config(ROOT / SCRIPTS[args.config.split("_")[0]], args.config, [])
     variants = {"fp32": {}, "bf16": {"amp": "bf16"}, "channels_last": {"channels_last": True}}
     if args.compile:
         variants["compile"] = {"compile": True}
-    rows = {}
+    from hardware import describe, emulated
+
+    rows, skipped = {}, []
     for name, train in variants.items():
+        why = emulated(train.get("amp", "off"), args.device)
+        if why:
+            skipped.append(f"{name}: skipped, {why}")
+            continue
         over = overrides(args.config, data, args.quick)
         over["TRAIN"] = {**over["TRAIN"], "device": args.device, **train}
         from pea.config import make_config
 
         cfg = make_config(merge(base.to_dict(), over))
         rows[name] = time_steps(cfg, tmp / name, args.iterations)
-    print(f"{args.config} on {args.device}, {'quick' if args.quick else 'paper'} sizes, {args.iterations} steps")
+    print(f"{args.config} on {args.device} ({describe(args.device)}), {'quick' if args.quick else 'paper'} sizes, "
+          f"{args.iterations} steps; s/it: Trainer.step; data/network/loss: shares of a step timed part by part")
     print(f"{'variant':14s} {'s/it':>8s} {'it/s':>8s} {'vs fp32':>8s} {'data':>6s} {'network':>8s} {'loss':>6s}")
     for name, r in rows.items():
         print(f"{name:14s} {r['s_per_it']:8.3f} {1 / r['s_per_it']:8.3f} {rows['fp32']['s_per_it'] / r['s_per_it']:8.2f} "
               f"{r['data']:6.1%} {r['network']:8.1%} {r['loss']:6.1%}")
-    if args.device == "cpu":
+    for line in skipped:
+        print(line)
+    import torch
+
+    if args.device.startswith("cuda") and torch.cuda.device_count() < 2:
+        print("torchrun 1 against 2 processes: skipped, one GPU here")
+    elif args.device == "cpu":
         one = ddp_seconds(args.config, data, args.quick, args.iterations, 1, tmp / "ddp")
         two = ddp_seconds(args.config, data, args.quick, args.iterations, 2, tmp / "ddp")
         print(f"torchrun, gloo, global batch 2: 1 process {one:.3f} s/it, 2 processes {two:.3f} s/it "

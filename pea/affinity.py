@@ -92,18 +92,23 @@ def affinity_targets(labels: torch.Tensor, offsets: Sequence[Offset],
     return target, mask
 
 
-def fraction_of_ones(t: torch.Tensor, total: int | None = None, outside: str = "ignore") -> torch.Tensor:
+def fraction_of_ones(t: torch.Tensor, total: int | None = None, outside: str = "ignore",
+                     foreground: torch.Tensor | None = None) -> torch.Tensor:
     """Per sample, the fraction of True in a boolean (B, ...) target of the valid pairs.
 
     `outside` says how the `total - valid` pairs whose partner lies outside count (docs/method.md
     section 4): ``ignore`` leaves them out (the fraction of the valid pairs), ``one`` / ``zero``
-    count them as ones / zeros among `total` pairs (the authors' 2D / 3D weights)."""
+    count them as ones / zeros among `total` pairs (the authors' 2D / 3D weights), and
+    ``foreground`` counts as ones those whose own pixel is foreground, `foreground` of them per
+    sample (the authors' 3D pyramid targets, whose first section, row or column holds label > 0)."""
     ones = t.flatten(1).sum(1).float()
     valid = t[0].numel()
     if outside == "ignore" or total is None:
         return ones / max(1, valid)
     if outside == "one":
         ones = ones + (total - valid)
+    elif outside == "foreground":
+        ones = ones + foreground
     return ones / max(1, total)
 
 
@@ -131,37 +136,51 @@ def embedding_affinity(emb: torch.Tensor, offsets: Sequence[Offset], other: torc
     return out
 
 
-def loss_normalizer(labels: torch.Tensor, normalize: str = "mean") -> int:
+def loss_normalizer(labels: torch.Tensor, normalize: str = "mean", target: torch.Tensor | None = None) -> int:
     """What a level's summed squared error is divided by (docs/method.md section 4): batch x
     pixels (``mean``, a per-pixel mean) or batch x the last axis (``width``, the authors' 2D
-    WeightedMSE on (B, H, W): H times the per-pixel mean)."""
+    WeightedMSE on (B, H, W): H times the per-pixel mean); with ``pairs`` each offset's sum is
+    divided by batch x its pairs inside the image, the size of its `target` (the authors' 3D
+    WeightedMSE per channel)."""
+    if normalize == "pairs":
+        return target.numel()
     if normalize == "width":
         return labels.shape[0] * labels.shape[-1]
     return labels.numel()
+
+
+def _foreground(labels: torch.Tensor, where: tuple[slice, ...] = ()) -> torch.Tensor:
+    """Per sample, the foreground (non-zero) pixels of labels[:, where]."""
+    return (labels[(slice(None),) + where] != 0).flatten(1).sum(1).float()
 
 
 def affinity_loss(emb: torch.Tensor, labels: torch.Tensor, offsets: Sequence[Offset],
                   clip: Sequence[float] = (0.05, 0.99), other: torch.Tensor | None = None,
                   background: str = "same", normalize: str = "mean", outside: str = "ignore") -> torch.Tensor:
     """The weighted MSE between embedding affinities and targets, summed over offsets:
-    sum(w * mask * (aff - target)^2) / `loss_normalizer`. Class weights from the fraction of
-    ones with out-of-image pairs counted as `outside` says (`fraction_of_ones`). Computed on the
-    valid pairs of each offset only, so no full-size target, mask or affinity maps are built."""
+    sum(w * mask * (aff - target)^2) / `loss_normalizer` (``pairs``: each offset's sum by its
+    own). Class weights from the fraction of ones with out-of-image pairs counted as `outside`
+    says (`fraction_of_ones`). Computed on the valid pairs of each offset only, so no
+    full-size target, mask or affinity maps are built."""
     e1 = F.normalize(emb, p=2, dim=1)
     e2 = e1 if other is None else F.normalize(other, p=2, dim=1)
     total = emb.new_zeros(())
     every = (slice(None), slice(None))
     pixels = labels[0].numel()
+    per_offset = normalize == "pairs"
+    foreground = _foreground(labels) if outside == "foreground" else None
     for off in offsets:
         p, q, t = pair_target(labels, off, background)
         if t.numel() == 0:
             continue
-        w_one, w_zero = class_weights(fraction_of_ones(t, pixels, outside), clip)
+        leaving = None if foreground is None else foreground - _foreground(labels, p)
+        w_one, w_zero = class_weights(fraction_of_ones(t, pixels, outside, leaving), clip)
         view = (-1,) + (1,) * (t.ndim - 1)
         aff = (e1[every + p] * e2[every + q]).sum(1)
         err = torch.where(t, aff - 1, aff)
-        total = total + (torch.where(t, w_one.view(view), w_zero.view(view)) * err * err).sum()
-    return total / loss_normalizer(labels, normalize)
+        term = (torch.where(t, w_one.view(view), w_zero.view(view)) * err * err).sum()
+        total = total + (term / loss_normalizer(labels, normalize, t) if per_offset else term)
+    return total if per_offset else total / loss_normalizer(labels, normalize)
 
 
 def nearest_downsample(labels: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:

@@ -96,13 +96,16 @@ def affinities(model: torch.nn.Module, image: np.ndarray, *, scale: float = 1.0,
 
 def segment(affs: np.ndarray, offsets: Sequence[Offset], method: str = "mutex", *,
             strides: Sequence[int] | None = None, mask: np.ndarray | None = None, fragments: str = "project",
-            waterz_threshold: float = 0.5, small_objects: Sequence = (), merge_rule: str = "contact",
+            waterz_threshold: float = 0.5, waterz_scoring: str = "mean", mutex_numbering: str = "sorted",
+            small_objects: Sequence = (), merge_rule: str = "contact",
             shape: Sequence[int] | None = None) -> np.ndarray:
     """Instance labels (*spatial) from affinities (C, *spatial) and their offsets.
 
     method: ``mutex`` (Mutex Watershed; `strides`: long-range edges kept at this stride per
-        axis, None every edge), ``waterz`` (mean-affinity agglomeration of fragments to
-        `waterz_threshold`) or ``lmc`` (lifted multicut), the last two on the `fragments`
+        axis, None every edge; segments numbered by elf's ids or, `mutex_numbering` fortran, by
+        first appearance in Fortran order as the authors'), ``waterz`` (agglomeration of
+        fragments to `waterz_threshold`, merges scored by the mean or, `waterz_scoring` median,
+        the median affinity) or ``lmc`` (lifted multicut), the last two on the `fragments`
         graph (project | official); 3D and 2D alike.
     mask: pixels outside it get 0 (e.g. a foreground mask).
     small_objects, merge_rule: merging passes of `pea.postprocess.merge_small_objects` (sizes
@@ -112,13 +115,16 @@ def segment(affs: np.ndarray, offsets: Sequence[Offset], method: str = "mutex", 
     from pea.inference import segment as segment_all
 
     return segment_all(affs, offsets, [method], strides=strides, mask=mask, fragments=fragments,
-                       waterz_threshold=waterz_threshold, small_objects=small_objects, merge_rule=merge_rule,
+                       waterz_threshold=waterz_threshold, waterz_scoring=waterz_scoring,
+                       mutex_numbering=mutex_numbering, small_objects=small_objects, merge_rule=merge_rule,
                        shape=shape)[method]
 
 
-def evaluate(labels: np.ndarray, gt: np.ndarray, metrics: str | Iterable[str] | None = None) -> dict[str, float]:
+def evaluate(labels: np.ndarray, gt: np.ndarray, metrics: str | Iterable[str] | None = None, *,
+             aji_ids: str = "present") -> dict[str, float]:
     """Scores of instance labels against ground truth (0 = background in both): selector names
-    such as sbd, dic, aji, dice, pq, ap, voi, arand (`pea.metrics.evaluate`), default all."""
+    such as sbd, dic, aji, dice, pq, ap, voi, arand (`pea.metrics.evaluate`), default all; the
+    AJI over the gt ids present or, `aji_ids` range, every id 1..max(gt) as the authors' code."""
     from pea.metrics import evaluate as evaluate_all
 
-    return evaluate_all(labels, gt, metrics=metrics)
+    return evaluate_all(labels, gt, metrics=metrics, aji_ids=aji_ids)

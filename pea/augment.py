@@ -14,36 +14,28 @@ import cv2
 import numpy as np
 import torch
 
-from pea.data.common import pad_to, padded_shape
+from pea import schema as S
+from pea.schema import Key
 
-# The DATA keys `Augment2D` reads; the 2D readers add them to their schema.
-AUGMENT_2D_DEFAULTS: dict = {
-    "train_pad": False,  # pad image (reflection) and labels (zeros) to DATA.padded_size before cropping
-    "crop_scale": [0.7, 1.0],  # random resized crop: region area / crop area ...
-    "crop_ratio": [1.0, 1.0],  # ... and its aspect (width / height), log-uniform in this range
-    "flip": True,
-    "affine_prob": 0.3,  # occasional random affine
-    "rotation": 10.0,  # degrees
-    "translation": 0.1,  # fraction of the size
-    "shear": 0.1,
-    "zoom": [0.7, 1.0],
-    "intensity_prob": 0.8,
-    "brightness": 0.1,
-    "contrast": 0.2,
-    "gamma": 0.2,
+# The DATA keys `Augment2D` reads; the 2D readers add them to theirs.
+_UNIT, _PAIR = S.number(0, 1), S.sequence(S.number(0, 1, above=True), length=2)
+AUGMENT_2D_KEYS: dict[str, Key] = {
+    "train_pad": Key(False, S.boolean,
+                     "pad image (reflection) and labels (zeros) to DATA.padded_size before cropping"),
+    "crop_scale": Key([0.7, 1.0], _PAIR, "random resized crop: region area / crop area ..."),
+    "crop_ratio": Key([1.0, 1.0], S.sequence(S.number(0, above=True), length=2),
+                      "... and its aspect (width / height), log-uniform in this range"),
+    "flip": Key(True, S.boolean, "random flips"),
+    "affine_prob": Key(0.3, _UNIT, "chance of a random affine warp ..."),
+    "rotation": Key(10.0, S.number(0, 180), "... rotating by up to this many degrees,"),
+    "translation": Key(0.1, _UNIT, "... shifting by up to this fraction of the size,"),
+    "shear": Key(0.1, S.number(0, 1), "... shearing by up to this,"),
+    "zoom": Key([0.7, 1.0], S.sequence(S.number(0, above=True), length=2), "... and zooming within this range"),
+    "intensity_prob": Key(0.8, _UNIT, "chance of an intensity change ..."),
+    "brightness": Key(0.1, _UNIT, "... brightness shifted by up to +- this,"),
+    "contrast": Key(0.2, _UNIT, "... contrast factor 1 +- up to this,"),
+    "gamma": Key(0.2, _UNIT, "... and gamma 1 +- up to this"),
 }
-
-def _augment_spec() -> dict:
-    from pea import schema as S
-
-    unit, pair = S.number(0, 1), S.sequence(S.number(0, 1, above=True), length=2)
-    return {"train_pad": S.boolean, "crop_scale": pair, "crop_ratio": S.sequence(S.number(0, above=True), length=2),
-            "flip": S.boolean, "affine_prob": unit, "rotation": S.number(0, 180),
-            "translation": unit, "shear": S.number(0, 1), "zoom": S.sequence(S.number(0, above=True), length=2),
-            "intensity_prob": unit, "brightness": unit, "contrast": unit, "gamma": unit}
-
-
-AUGMENT_2D_SPEC = _augment_spec()  # their types and ranges
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
@@ -140,6 +132,8 @@ class Augment2D:
 
     def __call__(self, image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         if self.cfg["train_pad"]:
+            from pea.data.common import pad_to, padded_shape  # pea.data imports this module (its keys)
+
             size = padded_shape(image.shape[:2], self.cfg["padded_size"])
             image, labels = pad_to(image, size, "reflect")[0], pad_to(labels, size, "zero")[0]
         m = self.geometry(rng, image.shape[:2])

@@ -2,9 +2,11 @@
 
 Every transform has the signature `f(image, labels, rng, **params) -> (image, labels)`: image
 float32 in [0, 1], labels integer, both (z, y, x); outputs keep the input shapes and the labels
-keep their dtype and take only ids present in the input. Geometric transforms (flip,
-transpose, rotate90, elastic, misalign) move image and labels together; the others change the
-image only. Out-of-volume samples are read by mirror reflection (no new values at borders).
+keep their dtype and take only ids present in the input (and 0 with zero borders). Geometric
+transforms (flip, transpose, rotate90, rotate, rescale, elastic, misalign) move image and labels
+together; the others change the image only. Out-of-volume samples are read by mirror reflection
+(no new values at borders); rotate, rescale and elastic read zeros instead with border ``zero``
+(the authors' 2D augmentation: cv2.BORDER_CONSTANT and constant np.pad).
 `EMAugmenter` applies each transform with its probability, in the order of `TRANSFORMS`.
 """
 from __future__ import annotations
@@ -15,8 +17,10 @@ from collections.abc import Callable, Mapping
 import cv2
 import numpy as np
 
+from pea import schema as S
 from pea.errors import PEAInputError
 from pea.noise import smooth_noise
+from pea.schema import Key
 
 Pair = tuple[np.ndarray, np.ndarray]
 
@@ -87,22 +91,32 @@ def intensity(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, c
     return out.astype(np.float32), labels
 
 
-def _remap(image: np.ndarray, labels: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> Pair:
-    """Sample image (bilinear) and labels (nearest) at float coordinates ys, xs of shape (z|1, y, x)."""
+BORDERS = {"reflect": cv2.BORDER_REFLECT_101, "zero": cv2.BORDER_CONSTANT}
+
+
+def _remap(image: np.ndarray, labels: np.ndarray, ys: np.ndarray, xs: np.ndarray, border: str = "reflect") -> Pair:
+    """Sample image (bilinear) and labels (nearest) at float coordinates ys, xs of shape (z|1, y, x);
+    outside the section by mirror reflection (`border` reflect) or as 0 (zero)."""
+    if border not in BORDERS:
+        raise PEAInputError(f"EM augmentation border {border!r}: use {' or '.join(BORDERS)}")
+    mode = BORDERS[border]
     out = np.empty_like(image)
     if len(ys) == 1:
         for start in range(0, len(image), 256):  # OpenCV handles up to 512 channels per call
             chunk = np.ascontiguousarray(image[start:start + 256].transpose(1, 2, 0))
-            warped = cv2.remap(chunk, xs[0], ys[0], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+            warped = cv2.remap(chunk, xs[0], ys[0], cv2.INTER_LINEAR, borderMode=mode)
             out[start:start + 256] = warped.reshape(chunk.shape).transpose(2, 0, 1)
     else:
         for z in range(len(image)):
-            out[z] = cv2.remap(np.ascontiguousarray(image[z]), xs[z], ys[z], cv2.INTER_LINEAR,
-                               borderMode=cv2.BORDER_REFLECT_101)
+            out[z] = cv2.remap(np.ascontiguousarray(image[z]), xs[z], ys[z], cv2.INTER_LINEAR, borderMode=mode)
     z, h, w = image.shape
-    flat = (_reflect(np.rint(ys).astype(np.int32), h) * w + _reflect(np.rint(xs).astype(np.int32), w))
-    flat = np.broadcast_to(flat.reshape(len(flat), -1), (z, h * w))
-    return out, np.take_along_axis(labels.reshape(z, h * w), flat, axis=1).reshape(labels.shape)
+    iy, ix = np.rint(ys).astype(np.int32), np.rint(xs).astype(np.int32)
+    flat = (_reflect(iy, h) * w + _reflect(ix, w)).reshape(len(ys), -1)
+    picked = np.take_along_axis(labels.reshape(z, h * w), np.broadcast_to(flat, (z, h * w)), axis=1)
+    if border == "zero":
+        inside = ((iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)).reshape(len(ys), -1)
+        picked = np.where(inside, picked, 0).astype(labels.dtype)
+    return out, picked.reshape(labels.shape)
 
 
 def _grid(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -111,44 +125,47 @@ def _grid(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return ys, xs
 
 
-def rotate(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_angle: float = 180.0) -> Pair:
+def rotate(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_angle: float = 180.0,
+           border: str = "reflect") -> Pair:
     """Rotate in-plane about the section centre by an angle uniform in +- `max_angle` degrees
-    (180: any angle); image bilinear, labels nearest, borders mirrored."""
+    (180: any angle); image bilinear, labels nearest, borders mirrored (or zeros: `border`)."""
     ys, xs = _grid(image.shape)
     angle = np.deg2rad(rng.uniform(-max_angle, max_angle))
     cy, cx = (image.shape[1] - 1) / 2, (image.shape[2] - 1) / 2
     cos, sin = np.float32(np.cos(angle)), np.float32(np.sin(angle))
     src_y = cy + cos * (ys - cy) - sin * (xs - cx)
     src_x = cx + sin * (ys - cy) + cos * (xs - cx)
-    return _remap(image, labels, src_y[None], src_x[None])
+    return _remap(image, labels, src_y[None], src_x[None], border)
 
 
 def rescale(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, low: float = 0.8,
-            high: float = 1.2, fix_aspect: bool = False) -> Pair:
+            high: float = 1.2, fix_aspect: bool = False, border: str = "reflect") -> Pair:
     """Resample in-plane with a factor f in [low, high] per axis (one for both with
     `fix_aspect`): a window of f times the size, at a random place when f < 1 (a zoom in),
-    centred when f > 1 (a zoom out, mirrored borders), resized to the section's size."""
+    centred when f > 1 (a zoom out, mirrored borders or zeros: `border`), resized to the
+    section's size."""
     h, w = image.shape[1:]
     f = rng.uniform(low, high, 1 if fix_aspect else 2) * np.ones(2)
     size = np.array([h, w]) * f
     start = np.where(f <= 1, rng.random(2) * (np.array([h, w]) - size), (np.array([h, w]) - size) / 2)
     ys, xs = _grid(image.shape)
     src = [np.float32(s) + (g + 0.5) * np.float32(k) - 0.5 for s, g, k in zip(start, (ys, xs), f)]
-    return _remap(image, labels, src[0][None], src[1][None])
+    return _remap(image, labels, src[0][None], src[1][None], border)
 
 
 def elastic(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, alpha: float = 2.0,
-            sigma: float = 10.0, per_section: bool = False) -> Pair:
+            sigma: float = 10.0, per_section: bool = False, border: str = "reflect") -> Pair:
     """In-plane elastic warp: smooth displacement (root-mean-square `alpha` px, smoothness `sigma` px).
 
-    One field for all sections, or a new one per section with `per_section`. Image bilinear,
+    One field for all sections, or a new one per section with `per_section`; outside the
+    section mirrored or zeros (`border`). Image bilinear,
     labels nearest neighbour; where the image interpolates across a label boundary it mixes
     the two sides, so image and labels agree exactly only away from boundaries.
     """
     z, h, w = image.shape
     dy, dx = smooth_noise(rng, (2, z if per_section else 1, h, w), (0, 0, sigma, sigma)) * alpha
     grid_y, grid_x = np.mgrid[:h, :w].astype(np.float32)
-    return _remap(image, labels, grid_y + dy, grid_x + dx)
+    return _remap(image, labels, grid_y + dy, grid_x + dx, border)
 
 
 def misalign(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator, max_shift: int = 8,
@@ -278,22 +295,12 @@ class EMAugmenter:
 
 
 # The DATA keys `ChainCrop` reads; the readers that offer it add them (with their own margin).
-CHAIN_DEFAULTS: dict = {
-    "em_augment": {},  # probabilities of the transforms above, by name (empty: DEFAULT_EM_AUGMENT)
-    "em_augment_params": {},  # keyword arguments per transform, e.g. {elastic: {alpha: 0.65}}
-    "em_augment_gate": 1.0,  # chance that the transforms run at all
-    "augment_pad": False,  # mirror the image beyond its borders by the margin, so crops reach them
+CHAIN_KEYS: dict[str, Key] = {
+    "em_augment": Key({}, S.mapping, "probabilities of the transforms above, by name (empty: DEFAULT_EM_AUGMENT)"),
+    "em_augment_params": Key({}, S.mapping, "keyword arguments per transform, e.g. {elastic: {alpha: 0.65}}"),
+    "em_augment_gate": Key(1.0, S.number(0, 1), "chance that the transforms run at all"),
+    "augment_pad": Key(False, S.boolean, "mirror the image beyond its borders by the margin, so crops reach them"),
 }
-
-
-def _chain_spec() -> dict:
-    from pea import schema as S
-
-    return {"em_augment": S.mapping, "em_augment_params": S.mapping, "em_augment_gate": S.number(0, 1),
-            "augment_pad": S.boolean}
-
-
-CHAIN_SPEC = _chain_spec()  # their types and ranges
 
 
 class ChainCrop:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from pea.config import Config, make_config
+from pea.config import Config, make_config, migrate_stored
 from pea.errors import PEAInputError, PEARunError
 from pea.io import one_line, atomic_write
 from pea.models import build_model, load_state_dict_checked, official_model_config, strip_module_prefix
@@ -35,7 +35,8 @@ def save_checkpoint(path: Path, state: Mapping) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a project or official checkpoint (weights only, no pickled code); a `module.`
-    prefix on every weight name (nn.DataParallel) is removed."""
+    prefix on every weight name (nn.DataParallel) is removed, and a config stored by an earlier
+    version is brought to the current schema (`pea.config.migrate_stored`)."""
     path = Path(path)
     if not path.is_file():
         raise PEAInputError(f"{path}: checkpoint not found")
@@ -45,7 +46,9 @@ def load_checkpoint(path: str | Path) -> dict:
         raise PEAInputError(f"{path}: not a readable checkpoint ({_load_failure(err)})") from None
     if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get("model_weights"), Mapping):
         raise PEAInputError(f"{path}: no 'model_weights' mapping in the checkpoint")
-    return {**ckpt, "model_weights": strip_module_prefix(ckpt["model_weights"])}
+    stored = ckpt.get("config")
+    config = {"config": migrate_stored(stored)} if isinstance(stored, Mapping) else {}
+    return {**ckpt, "model_weights": strip_module_prefix(ckpt["model_weights"]), **config}
 
 
 def _load_failure(err: Exception) -> str:

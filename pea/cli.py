@@ -1,11 +1,12 @@
-"""The `pea` command: `pea evaluate`, `pea synth`, `pea convert`, `pea predict`, `pea export`."""
+"""The `pea` command: `pea evaluate`, `pea synth`, `pea convert`, `pea predict`, `pea train`,
+`pea check-data`, `pea export`."""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-from pea.errors import PEAInputError
+from pea.errors import PEAInputError, PEARunError
 
 # sub-command -> module exposing `add_arguments(parser)` and `run(args) -> int`
 COMMANDS = {
@@ -13,6 +14,8 @@ COMMANDS = {
     "synth": ("pea.synth.cli", "generate look-alike data sets in the real on-disk layouts"),
     "convert": ("pea.data.convert", "convert official annotations to the layout the readers use"),
     "predict": ("pea.predict", "segment your own images or volume (blockwise on dask for large volumes)"),
+    "train": ("pea.train_cli", "train on your own folder of images or list of volumes with a preset"),
+    "check-data": ("pea.datacheck", "check a folder of images or a list of volumes before training"),
     "export": ("pea.export", "write a trained network as a bioimage.io model package (.zip)"),
 }
 
@@ -35,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     except PEAInputError as err:
         print(f"pea {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except PEARunError as err:  # a run that cannot go on (what it finished is kept)
+        print(f"pea {args.command}: error: {err}", file=sys.stderr)
+        return 1
     except OSError as err:  # a read-only, missing or full place to write
         where = f"{err.filename}: " if err.filename else ""
         print(f"pea {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)

@@ -39,15 +39,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="predicted labels: a file (png, tif, npy, FILE.h5:DATASET) or a folder")
     parser.add_argument("gt", metavar="GT", help="ground-truth labels: a file of the same shape, or a folder")
     parser.add_argument("--metrics", default="all", help=METRICS_HELP)
+    parser.add_argument("--aji-ids", dest="aji_ids", choices=("present", "range"), default="present",
+                        help="AJI over the ground-truth ids present (default) or every id 1..max as the "
+                             "paper's code (range: a missing id 1 costs prediction 1)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (for folders: {'files': [rows], 'mean': ..., 'std': ...})")
 
 
-def _score(pred_path: str, gt_path: str, metrics: str) -> dict[str, float]:
+def _score(pred_path: str, gt_path: str, metrics: str, aji_ids: str = "present") -> dict[str, float]:
     pred, gt = read_labels(pred_path), read_labels(gt_path)
     if pred.shape != gt.shape:
         raise PEAInputError(f"{pred_path}: shape {pred.shape} differs from {gt_path}: shape {gt.shape}")
-    return evaluate(pred, gt, metrics)
+    return evaluate(pred, gt, metrics, aji_ids=aji_ids)
 
 
 def _label_files(folder: str) -> dict[str, str]:
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
         raise PEAInputError(f"{folder} is a folder but {other} is not: give two files or two folders")
     select_metrics(args.metrics)
     if not pred_is_dir:
-        values = _score(args.pred, args.gt, args.metrics)
+        values = _score(args.pred, args.gt, args.metrics, args.aji_ids)
         if args.json:
             print(json.dumps(values))
         else:
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
             for key, value in values.items():
                 print(f"{key.ljust(width)}  {_fmt(value)}")
         return 0
-    rows = [(name, _score(p, g, args.metrics)) for name, p, g in _pairs(args.pred, args.gt)]
+    rows = [(name, _score(p, g, args.metrics, args.aji_ids)) for name, p, g in _pairs(args.pred, args.gt)]
     mean, std = summarize([vals for _, vals in rows])
     if args.json:
         print(json.dumps({"files": [{"name": name, **vals} for name, vals in rows], "mean": mean, "std": std}))

@@ -32,7 +32,7 @@ from pea.errors import PEAInputError
 from pea.io import atomic_write
 
 FORMAT_VERSION = "0.5.12"  # the bioimage.io model spec written; bioimageio.spec is pinned to it (extra `bioimageio`)
-EXTRA = "pip install 'pea[bioimageio]'"
+EXTRA = 'pip install "pea[bioimageio]"'
 CITATION = ("Huang W., Deng S., Chen C., Fu X., Xiong Z.: Learning to Model Pixel-Embedded Affinity for "
             "Homogeneous Instance Segmentation. AAAI 2022.")
 INPLANE_STEP = 16  # the pyramid halves in-plane axes four times
@@ -70,10 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
 def bioimageio_spec():
     """`bioimageio.spec.model.v0_5`, checked to write format FORMAT_VERSION."""
-    try:
-        from bioimageio.spec.model import v0_5
-    except ImportError:
-        raise PEAInputError(f"pea export needs bioimageio.spec and bioimageio.core: {EXTRA}") from None
+    from pea.extras import require
+
+    require("bioimageio.spec")
+    from bioimageio.spec.model import v0_5
+
     if v0_5.ModelDescr.implemented_format_version != FORMAT_VERSION:
         raise PEAInputError(f"pea export writes bioimage.io model format {FORMAT_VERSION}, but the installed "
                             f"bioimageio.spec writes {v0_5.ModelDescr.implemented_format_version}: {EXTRA}")

@@ -23,7 +23,7 @@ from pea.affinity import Offset, embedding_affinity
 from pea.augment import normalize
 from pea.config import PARTITIONERS
 from pea.errors import PEAInputError
-from pea.data.common import Sample, pad_to, padded_shape, resize
+from pea.data.common import Sample, crop_slices, pad_to, padded_shape, resize
 from pea.postprocess import merge_small_objects, mutex_watershed
 from pea.windows import WindowGrid
 
@@ -98,23 +98,28 @@ class PredictOptions:
 
 @dataclass(frozen=True)
 class SegmentOptions:
-    """How instances are made from affinities (the keyword arguments of `segment`), and which
+    """How instances are made from affinities (the keyword arguments of `segment`), which
     mask the partitioners get (`foreground_mask`: mask none, gt or pred; fg_min_size and
-    fg_connectivity clean the predicted one)."""
+    fg_connectivity clean the predicted one) and, for whole-image prediction, whether the
+    padding is cropped off the affinities before partitioning (crop_padding ``first``) or off
+    the merged segmentation (``last``, the authors' CVPPP pipeline; see `segment_sample`)."""
 
     methods: Sequence[str] = ("mutex",)
     strides: Sequence[int] | None = None
     fragments: str = "project"
     waterz_threshold: float = 0.5
+    waterz_scoring: str = "mean"
+    mutex_numbering: str = "sorted"
     small_objects: Sequence = ()
     merge_rule: str = "contact"
     mask: str = "none"
     fg_min_size: int = 0
     fg_connectivity: int = 1
+    crop_padding: str = "first"
 
     def partition_args(self) -> dict:
-        """The keyword arguments of `segment` (all but the mask's)."""
-        skip = ("methods", "mask", "fg_min_size", "fg_connectivity")
+        """The keyword arguments of `segment` (all but the mask's and crop_padding)."""
+        skip = ("methods", "mask", "fg_min_size", "fg_connectivity", "crop_padding")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -122,18 +127,20 @@ class SegmentOptions:
 def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], *,
                   device: torch.device | str | None = None, normalize: str = "none",
                   padded_size: Sequence[int] | None = None, pad_mode: str = "reflect",
-                  amp: str = "off") -> tuple[np.ndarray, np.ndarray | None]:
+                  amp: str = "off", crop: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Affinities (C, *spatial) and foreground probability (*spatial) or None for one whole
     image (*spatial, C) in [0, 1], padded to `padded_size` (default: the next multiple of 16)
-    by `pad_mode` (reflect | zero) and cropped back."""
+    by `pad_mode` (reflect | zero) and cropped back (with `crop` False: left padded, to be
+    cropped by `pea.data.common.crop_slices`)."""
     device = device or model_device(model)
-    padded, crop = pad_to(image, padded_shape(image.shape[:-1], padded_size), pad_mode)
+    padded, window = pad_to(image, padded_shape(image.shape[:-1], padded_size), pad_mode)
+    window = window if crop else tuple(slice(None) for _ in window)
     out = run_model(model, to_input(padded, normalize, device), amp)
     affs = torch.relu(embedding_affinity(out["embeddings"][0], offsets))[0]
-    affs = affs[(slice(None),) + crop].float().cpu().numpy()
+    affs = affs[(slice(None),) + window].float().cpu().numpy()
     fg = out.get("foreground")
     if fg is not None:
-        fg = torch.softmax(fg.float(), dim=1)[0, 1][crop].cpu().numpy()
+        fg = torch.softmax(fg.float(), dim=1)[0, 1][window].cpu().numpy()
     return affs, fg
 
 
@@ -196,41 +203,48 @@ def foreground_mask(fg_prob: np.ndarray | None = None, *, mode: str = "none", gi
 
 
 def _graph_partition(affs: np.ndarray, offsets: Sequence[Offset], methods: Sequence[str], fragments: str,
-                     threshold: float) -> dict[str, np.ndarray]:
+                     threshold: float, scoring: str) -> dict[str, np.ndarray]:
     """waterz and lmc on the `fragments` graph: ``project`` (one `fragments_3d` for both, lmc
-    costs from every offset) or ``official`` (the paper code's per-section fragments of each)."""
-    from pea.postprocess import (fragments_3d, maxima_fragments, multicut_segment, official_multicut,
-                                 waterz_segment)
+    costs from every offset) or ``official`` (the paper code's per-section fragments of each);
+    waterz scores merges by `scoring` (`pea.postprocess.WATERZ_SCORES`)."""
+    from pea.postprocess import (WATERZ_SCORES, fragments_3d, maxima_fragments, multicut_segment,
+                                 official_multicut, waterz_segment)
 
     wanted = [m for m in ("waterz", "lmc") if m in methods]
     if not wanted:
         return {}
+    if scoring not in WATERZ_SCORES:
+        raise ValueError(f"unknown waterz scoring {scoring!r} ({', '.join(WATERZ_SCORES)})")
+    score = WATERZ_SCORES[scoring]
     if fragments == "official":
-        run = {"waterz": lambda: waterz_segment(affs, threshold, fragments=maxima_fragments(affs)),
+        run = {"waterz": lambda: waterz_segment(affs, threshold, score, fragments=maxima_fragments(affs)),
                "lmc": lambda: official_multicut(affs, offsets)}
     else:
         frags = fragments_3d(affs)
-        run = {"waterz": lambda: waterz_segment(affs, threshold, fragments=frags),
+        run = {"waterz": lambda: waterz_segment(affs, threshold, score, fragments=frags),
                "lmc": lambda: multicut_segment(affs, offsets, fragments=frags)}
     return {m: run[m]() for m in wanted}
 
 
 def partition(affs: np.ndarray, offsets: Sequence[Offset], methods: Sequence[str] = ("mutex",), *,
               strides: Sequence[int] | None = None, mask: np.ndarray | None = None, fragments: str = "project",
-              waterz_threshold: float = 0.5) -> dict[str, np.ndarray]:
+              waterz_threshold: float = 0.5, waterz_scoring: str = "mean",
+              mutex_numbering: str = "sorted") -> dict[str, np.ndarray]:
     """Instances from affinities (C, *spatial) by each partitioner in `methods`: ``mutex``
-    (Mutex Watershed, long-range edges at `strides`, None: every edge), ``waterz`` (mean-affinity
-    agglomeration to `waterz_threshold`) and ``lmc`` (lifted multicut), the last two on the
-    `fragments` graph (project | official). Pixels outside `mask` get 0."""
+    (Mutex Watershed, long-range edges at `strides`, None: every edge; segments numbered as
+    `mutex_numbering` says, `pea.postprocess.mutex_watershed`), ``waterz`` (agglomeration to
+    `waterz_threshold`, merges scored by `waterz_scoring`: mean | median affinity) and ``lmc``
+    (lifted multicut), the last two on the `fragments` graph (project | official). Pixels
+    outside `mask` get 0."""
     unknown = [m for m in methods if m not in PARTITIONERS]
     if unknown:
         raise ValueError(f"unknown partitioner '{unknown[0]}' ({', '.join(PARTITIONERS)})")
-    segs = _graph_partition(affs, offsets, methods, fragments, waterz_threshold)
+    segs = _graph_partition(affs, offsets, methods, fragments, waterz_threshold, waterz_scoring)
     if mask is not None:
         for seg in segs.values():
             seg[~mask] = 0
     if "mutex" in methods:
-        segs["mutex"] = mutex_watershed(affs, offsets, strides, mask)
+        segs["mutex"] = mutex_watershed(affs, offsets, strides, mask, mutex_numbering)
     return {method: segs[method] for method in methods}
 
 
@@ -250,13 +264,35 @@ def finish(seg: np.ndarray, shape: Sequence[int] | None = None, *, small_objects
 
 def segment(affs: np.ndarray, offsets: Sequence[Offset], methods: Sequence[str] = ("mutex",), *,
             strides: Sequence[int] | None = None, mask: np.ndarray | None = None, fragments: str = "project",
-            waterz_threshold: float = 0.5, small_objects: Sequence = (), merge_rule: str = "contact",
+            waterz_threshold: float = 0.5, waterz_scoring: str = "mean", mutex_numbering: str = "sorted",
+            small_objects: Sequence = (), merge_rule: str = "contact",
             shape: Sequence[int] | None = None) -> dict[str, np.ndarray]:
     """{method: labels}: `partition` by each of `methods`, then `finish` (brought to `shape`,
     small objects merged)."""
     segs = partition(affs, offsets, methods, strides=strides, mask=mask, fragments=fragments,
-                     waterz_threshold=waterz_threshold)
+                     waterz_threshold=waterz_threshold, waterz_scoring=waterz_scoring,
+                     mutex_numbering=mutex_numbering)
     return {m: finish(seg, shape, small_objects=small_objects, merge_rule=merge_rule) for m, seg in segs.items()}
+
+
+def _segment_padded(model: torch.nn.Module, sample: Sample, offsets: Sequence[Offset], methods: Sequence[str],
+                    device, predict_options: PredictOptions, opts: SegmentOptions) -> dict:
+    """`segment_sample` with crop_padding ``last``: the partitioners and the merging run on the
+    padded image (its mask zero-padded), the results are cropped to the image last."""
+    if tuple(sample.image.shape[:-1]) != tuple(sample.shape):
+        raise PEAInputError(f"{sample.name}: TEST.crop_padding 'last' partitions the padded image at the "
+                            f"image's own resolution; the image is read at {sample.image.shape[:-1]}, not "
+                            f"{tuple(sample.shape)} (DATA.scale 1, or TEST.crop_padding first)")
+    po = predict_options
+    affs, fg = predict_image(model, sample.image, offsets, device=device, normalize=po.normalize,
+                             padded_size=po.padded_size, pad_mode=po.pad_mode, amp=po.amp, crop=False)
+    crop = crop_slices(sample.shape, affs.shape[1:])
+    given = None if sample.fg is None else pad_to(sample.fg, affs.shape[1:], "zero")[0]
+    mask = foreground_mask(fg, mode=opts.mask, given=given, min_size=opts.fg_min_size,
+                           connectivity=opts.fg_connectivity, name=sample.name)
+    segs = segment(affs, offsets, methods, mask=mask, **opts.partition_args())
+    return {"affs": affs[(slice(None),) + crop], "fg": None if fg is None else fg[crop],
+            "mask": None if mask is None else mask[crop], "seg": {m: seg[crop] for m, seg in segs.items()}}
 
 
 def segment_sample(model: torch.nn.Module, sample: Sample, offsets: Sequence[Offset], *,
@@ -265,12 +301,19 @@ def segment_sample(model: torch.nn.Module, sample: Sample, offsets: Sequence[Off
                    methods: Sequence[str] | None = None) -> dict:
     """Predict and partition one sample; segmentations come back at the original shape.
 
+    Whole-image prediction pads the image (`predict_image`); with the options' crop_padding
+    ``first`` the affinities are cropped back before partitioning, with ``last`` the padded
+    image is partitioned and merged and the segmentation cropped last (`_segment_padded`;
+    sliding windows have no padding to crop).
+
     Returns {"affs": (C, *spatial) at the working resolution, "fg": probability or None,
     "mask": the partitioners' mask or None, "seg": {method: labels}}; `methods` defaults to
     the options' methods.
     """
-    affs, fg = predict(model, sample.image, offsets, device=device, **asdict(predict_options))
     opts = segment_options
+    if opts.crop_padding == "last" and not predict_options.window:
+        return _segment_padded(model, sample, offsets, methods or opts.methods, device, predict_options, opts)
+    affs, fg = predict(model, sample.image, offsets, device=device, **asdict(predict_options))
     mask = foreground_mask(fg, mode=opts.mask, given=sample.fg, min_size=opts.fg_min_size,
                            connectivity=opts.fg_connectivity, name=sample.name)
     segs = segment(affs, offsets, methods or opts.methods, mask=mask, shape=sample.shape, **opts.partition_args())

@@ -129,6 +129,7 @@ def _segment_split(run: Loaded, methods: Sequence[str], metrics: Sequence[str], 
     offsets, _ = settings.offsets(run.cfg.DATA)
     options = {"predict_options": settings.predict_options(run.cfg),
                "segment_options": settings.segment_options(run.cfg.TEST, methods)}
+    scoring = settings.metric_options(run.cfg.TEST)
     out = Outputs({m: {} for m in methods}, {m: [] for m in methods}, {}, {})
     for sample in tqdm(run.samples, desc="segmenting"):
         result = segment_sample(run.model, sample, offsets, device=run.device, **options)
@@ -139,7 +140,8 @@ def _segment_split(run: Loaded, methods: Sequence[str], metrics: Sequence[str], 
         for method, seg in result["seg"].items():
             out.segs[method][sample.name] = seg
             if sample.gt is not None:
-                out.rows[method].append({"name": sample.name, **evaluate(seg, sample.gt, metrics=list(metrics))})
+                scores = evaluate(seg, sample.gt, metrics=list(metrics), **scoring)
+                out.rows[method].append({"name": sample.name, **scores})
         on_sample(sample, result)
     return out
 

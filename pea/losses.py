@@ -20,8 +20,10 @@ class PEALoss:
     scm, ccm, epm: the three affinity terms (docs/method.md section 2), each times its weight;
         `epm_groups[k]` shift groups are supervised at 1/2, 1/4, ... of the resolution.
     background: target rule of background pixels (same | none, see `pea.affinity`);
-    normalize, outside_pairs, weight_clip: the affinity loss's normaliser, class-weight
-        fraction and clip (`pea.affinity.affinity_loss`).
+    normalize, outside_pairs, weight_clip: the affinity loss's normaliser (mean | width |
+        pairs), class-weight fraction (ignore | one | zero | foreground) and clip
+        (`pea.affinity.affinity_loss`); epm_outside_pairs: the fraction's rule on the EPM levels
+        (None: as outside_pairs).
     mask_weight: weight of the foreground head's cross-entropy (0: not trained), its class
         weights ``fixed`` [1, fg_class_weight] or from the batch's pixel counts (``batch``).
     """
@@ -29,8 +31,9 @@ class PEALoss:
     def __init__(self, offsets: Sequence[Offset], group_size: int, *, scm: bool = True, ccm: bool = True,
                  epm: bool = True, scm_weight: float = 1.0, ccm_weight: float = 1.0, epm_weight: float = 1.0,
                  epm_groups: Sequence[int] = (4, 3, 2, 1), background: str = "same", normalize: str = "mean",
-                 outside_pairs: str = "ignore", weight_clip: Sequence[float] = (0.05, 0.99),
-                 mask_weight: float = 0.0, fg_weighting: str = "fixed", fg_class_weight: float = 10.0):
+                 outside_pairs: str = "ignore", epm_outside_pairs: str | None = None,
+                 weight_clip: Sequence[float] = (0.05, 0.99), mask_weight: float = 0.0,
+                 fg_weighting: str = "fixed", fg_class_weight: float = 10.0):
         self.offsets = list(offsets)
         self.group_size = int(group_size)
         self.weights = {"scm": scm_weight if scm else 0.0, "ccm": ccm_weight if ccm else 0.0,
@@ -41,6 +44,7 @@ class PEALoss:
         self.background = background
         self.normalize = normalize
         self.outside = outside_pairs
+        self.epm_outside = epm_outside_pairs or outside_pairs
         self.fg_weighting = fg_weighting
         self.fg_class_weight = float(fg_class_weight)
 
@@ -49,9 +53,9 @@ class PEALoss:
         return [self.offsets[: groups * self.group_size] for groups in self.epm_groups]
 
     def _affinity(self, emb: torch.Tensor, labels: torch.Tensor, offsets: Sequence[Offset],
-                  other: torch.Tensor | None = None) -> torch.Tensor:
+                  other: torch.Tensor | None = None, outside: str | None = None) -> torch.Tensor:
         return affinity_loss(emb, labels, offsets, self.clip, other=other, background=self.background,
-                             normalize=self.normalize, outside=self.outside)
+                             normalize=self.normalize, outside=outside or self.outside)
 
     def foreground(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Cross-entropy of the foreground head, its class weights [1, fg_class_weight]
@@ -69,7 +73,8 @@ class PEALoss:
     def _epm(self, emb: Sequence[torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
         total = emb[0].new_zeros(())
         for e, offsets in zip(emb[1:], self.level_offsets()):
-            total = total + self._affinity(e, nearest_downsample(labels, e.shape[2:]), offsets)
+            total = total + self._affinity(e, nearest_downsample(labels, e.shape[2:]), offsets,
+                                           outside=self.epm_outside)
         return total
 
     def __call__(self, out: Mapping, labels: torch.Tensor, out2: Mapping | None = None) -> tuple[torch.Tensor, dict]:

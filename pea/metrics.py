@@ -22,8 +22,14 @@ Definitions (docs/method.md section 8; "labels" are the distinct non-zero ids):
   intersection to I and union to U; a gt label overlapping no free prediction adds its area to
   U, and takes the first prediction (smallest id) if that is still free, adding its area too
   (the reference's argmax over all-zero IoUs lands there); each prediction never taken adds its
-  area to U; AJI = I / U. The reference counts literal ids (prediction 1, ground-truth ids
-  1..max); here ids count by their order, which gives the same value on consecutive ids.
+  area to U; AJI = I / U. Which ids are counted is `aji_ids`:
+  ``present`` (the project's): the gt labels present, and "the first prediction" is the one of
+  smallest id; ``range`` (the paper's code, `agg_jc_index` looping over 1..max(gt)): literal
+  ids, IoU = I / U. A missing gt id is then an empty object: its IoU is 0/0 (nan) with a taken
+  or absent prediction id and 0 with the others, and the first nan wins, else prediction 1; so
+  only a missing id 1 counts (prediction ids then exactly 1..P): it adds |prediction 1| to U
+  and takes it. The fallback takes prediction id 1 itself (nothing when id 1 is absent). The
+  two agree when the gt has id 1 and the prediction ids are 1..P.
 - ``kumar_aggregated_jaccard_index`` (key ``aji_kumar``, Kumar et al. 2017): the same, except
   that a prediction may be taken again (ties: the smallest pred id) and a gt label overlapping
   no prediction adds only its area.
@@ -273,17 +279,44 @@ def _aji_kumar(t: Overlap) -> float:
     return float(inter / union)
 
 
-def _aji(t: Overlap) -> float:
-    """The one-to-one greedy AJI (module docstring): a loop over gt labels on the sorted pairs."""
+AJI_IDS = ("present", "range")
+
+
+def _first_prediction(t: Overlap, ids: str) -> int | None:
+    """The index (into pred_fg) of the prediction the AJI's fallback takes: the smallest
+    present id (``present``), or id 1 itself, None when id 1 is absent (``range``)."""
+    if t.pred_fg.size == 0:
+        return None
+    if ids == "present":
+        return 0
+    return 0 if t.pred_ids[t.pred_ids != 0][0] == 1 else None
+
+
+def _leading_gap_takes_first(t: Overlap) -> bool:
+    """``range``: gt id 1 is missing and the prediction ids are exactly 1..P, so the empty gt
+    object 1 (IoU 0 with every prediction, no 0/0) takes prediction 1 (module docstring)."""
+    gt, pred = t.gt_ids[t.gt_ids != 0], t.pred_ids[t.pred_ids != 0]
+    return bool(gt.size and gt[0] > 1 and pred.size and pred[-1] == pred.size)
+
+
+def _aji(t: Overlap, ids: str = "present") -> float:
+    """The one-to-one greedy AJI (module docstring): a loop over gt labels on the sorted pairs,
+    over the ids present (``present``) or over every id 1..max(gt) (``range``)."""
+    if ids not in AJI_IDS:
+        raise ValueError(f"unknown aji_ids {ids!r} ({', '.join(AJI_IDS)})")
     if t.pred_fg.size == 0 and t.gt_fg.size == 0:
         return 1.0
     p, g, c = t.fg_pairs
     pair_union = t.pred_fg[p] + t.gt_fg[g] - c
-    order = np.lexsort((p, -(c / (pair_union + 1e-4)), g))  # per gt label: best first
+    iou = c / (pair_union + 1e-4) if ids == "present" else c / pair_union
+    order = np.lexsort((p, -iou, g))  # per gt label: best first
     p, c, pair_union = p[order], c[order], pair_union[order]
     bounds = np.searchsorted(g[order], np.arange(t.gt_fg.size + 1))
     taken = np.zeros(t.pred_fg.size, dtype=bool)
+    first = _first_prediction(t, ids)
     inter, union = 0, 0
+    if ids == "range" and _leading_gap_takes_first(t):
+        union, taken[0] = t.pred_fg[0], True
     for k in range(t.gt_fg.size):
         free = np.flatnonzero(~taken[p[bounds[k]:bounds[k + 1]]])
         if free.size:
@@ -292,9 +325,9 @@ def _aji(t: Overlap) -> float:
             taken[p[j]] = True
             continue
         union += t.gt_fg[k]
-        if t.pred_fg.size and not taken[0]:
-            union += t.pred_fg[0]
-            taken[0] = True
+        if first is not None and not taken[first]:
+            union += t.pred_fg[first]
+            taken[first] = True
     return float(inter / (union + t.pred_fg[~taken].sum()))
 
 
@@ -398,9 +431,10 @@ def abs_diff_fg_labels(pred: np.ndarray, gt: np.ndarray) -> int:
     return abs(diff_fg_labels(pred, gt))
 
 
-def aggregated_jaccard_index(pred: np.ndarray, gt: np.ndarray) -> float:
-    """AJI as the paper's code computes it: each prediction is taken at most once."""
-    return _aji(overlap(pred, gt))
+def aggregated_jaccard_index(pred: np.ndarray, gt: np.ndarray, ids: str = "present") -> float:
+    """AJI as the paper's code computes it: each prediction is taken at most once; over the
+    gt ids present (``present``) or, as the paper's code, every id 1..max(gt) (``range``)."""
+    return _aji(overlap(pred, gt), ids)
 
 
 def kumar_aggregated_jaccard_index(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -483,8 +517,8 @@ _COMPUTE: dict[str, Callable[[Overlap], dict[str, float]]] = {
 _FAMILY_OF = {key: fam for fam, keys in FAMILIES.items() for key in keys}
 
 
-def evaluate(pred: np.ndarray, gt: np.ndarray,
-             metrics: str | Iterable[str] | None = None) -> dict[str, float]:
+def evaluate(pred: np.ndarray, gt: np.ndarray, metrics: str | Iterable[str] | None = None, *,
+             aji_ids: str = "present") -> dict[str, float]:
     """Selected metrics of one image pair from one overlap table.
 
     `metrics`: selector names (list or comma-separated string; see `SELECTORS`), default all:
@@ -492,13 +526,16 @@ def evaluate(pred: np.ndarray, gt: np.ndarray,
     ``aji`` (the paper's, one-to-one), ``aji_kumar``, ``dice`` (foreground pixel F1), ``pq`` (pq,
     dq, sq), ``pq_official`` (pq_official, sq_official), ``ap`` (ap50, ap75), ``voi`` (voi_split,
     voi_merge, voi), ``arand``; each key also selects itself alone, and ``f1`` selects dq.
+    `aji_ids`: the gt ids the AJI iterates over, ``present`` or ``range`` (1..max(gt), the
+    paper code's treatment of missing ids; module docstring).
     Returns {key: value} in `METRIC_KEYS` order (dic and abs_dic are ints, the rest floats).
     """
     keys = select_metrics(metrics)
     table = overlap(pred, gt)
+    compute = {**_COMPUTE, "aji": lambda t: {"aji": _aji(t, aji_ids)}}
     values: dict[str, float] = {}
     for fam in dict.fromkeys(_FAMILY_OF[k] for k in keys):
-        values.update(_COMPUTE[fam](table))
+        values.update(compute[fam](table))
     return {k: values[k] for k in keys}
 
 

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from pea.extras import require
+
 NGFF_VERSION = "0.5"
 IMAGE = "affinities"
 V2_METADATA = (".zarray", ".zattrs", ".zgroup", ".zmetadata")
@@ -44,19 +46,21 @@ def to_ngff(path: str | os.PathLike, labels: Sequence[str], voxel_size: Sequence
     (C, *spatial) the image, the root arrays `labels` (*spatial) its label images, pixels
     `voxel_size` apart (per spatial axis). `image_factor`: label pixels per affinity pixel
     per axis when the affinities were computed at another resolution (2D DATA.scale); their
-    pixel centres are then shifted to lie on the label grid."""
-    import zarr
+    pixel centres are then shifted to lie on the label grid. Each step can be run again, so
+    a conversion cut short completes when called again; the image's metadata comes last."""
+    zarr = require("zarr")
 
     root = Path(path)
-    if (root / ".zgroup").is_file():
-        to_zarr_v3(root)
+    to_zarr_v3(root)
     dims = len(voxel_size)
     factor = list(image_factor or [1.0] * dims)
     set_dimension_names(root / IMAGE, ["c"] + [a["name"] for a in spatial_axes(dims)])
     for name in labels:
-        (root / "labels" / name).mkdir(parents=True)
-        os.replace(root / name, root / "labels" / name / "0")
-        set_dimension_names(root / "labels" / name / "0", [a["name"] for a in spatial_axes(dims)])
+        array = root / "labels" / name / "0"
+        if (root / name).is_dir():
+            array.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(root / name, array)
+        set_dimension_names(array, [a["name"] for a in spatial_axes(dims)])
         group = zarr.open_group(root / "labels" / name, mode="a", zarr_format=3)
         group.attrs["ome"] = {"version": NGFF_VERSION,
                               "multiscales": [multiscale(name, spatial_axes(dims), "0", voxel_size)],
@@ -69,13 +73,20 @@ def to_ngff(path: str | os.PathLike, labels: Sequence[str], voxel_size: Sequence
     zarr.open_group(root, mode="r+").attrs["ome"] = {"version": NGFF_VERSION, "multiscales": [image]}
 
 
-def to_zarr_v3(root: Path) -> None:
-    """zarr v3 metadata for the zarr v2 hierarchy at `root` (zarr's metadata-only migration),
-    the v2 metadata files removed."""
-    from zarr.metadata.migrate_v3 import migrate_v2_to_v3
-    from zarr.storage import LocalStore
+def is_ngff(path: str | os.PathLike) -> bool:
+    """Whether `to_ngff` has finished with the container at `path`."""
+    meta = Path(path) / "zarr.json"
+    return meta.is_file() and "ome" in json.loads(meta.read_text()).get("attributes", {})
 
-    migrate_v2_to_v3(input_store=LocalStore(root))
+
+def to_zarr_v3(root: Path) -> None:
+    """zarr v3 metadata for the zarr v2 hierarchy at `root` (zarr's metadata-only migration,
+    which writes the root's metadata last), then the v2 metadata files removed."""
+    if not (root / "zarr.json").is_file():
+        from zarr.metadata.migrate_v3 import migrate_v2_to_v3
+        from zarr.storage import LocalStore
+
+        migrate_v2_to_v3(input_store=LocalStore(root))
     for folder, _, files in os.walk(root):
         for name in set(files) & set(V2_METADATA):
             os.unlink(Path(folder) / name)

@@ -18,19 +18,42 @@ from scipy import ndimage
 from skimage.segmentation import relabel_sequential
 
 from pea.affinity import Offset
+from pea.extras import require
+
+
+MUTEX_NUMBERINGS = ("sorted", "fortran")
+
+
+def fortran_numbering(seg: np.ndarray) -> np.ndarray:
+    """Segments numbered 1..n in the order they first appear when the array is scanned with
+    its first axis fastest (Fortran order), 0 kept: what vigra's relabelConsecutive gives on a
+    C-ordered array, as the authors' Mutex Watershed stack returned it (docs/method.md section 7)."""
+    flat = np.asarray(seg).ravel(order="F")
+    ids, first, inverse = np.unique(flat, return_index=True, return_inverse=True)
+    fg = ids != 0
+    rank = np.zeros(ids.size, dtype=np.uint64)
+    rank[fg] = np.argsort(np.argsort(first[fg], kind="stable"), kind="stable") + 1
+    return rank[inverse].reshape(seg.shape, order="F")
 
 
 def mutex_watershed(affs: np.ndarray, offsets: Sequence[Offset], strides: Sequence[int] | None,
-                    mask: np.ndarray | None = None) -> np.ndarray:
+                    mask: np.ndarray | None = None, numbering: str = "sorted") -> np.ndarray:
     """Mutex Watershed (elf) on affinities in [0, 1]; long-range edges subsampled by
-    `strides` (None: every edge); pixels outside `mask` get 0."""
+    `strides` (None: every edge); pixels outside `mask` get 0. Segments are numbered 1..n in
+    the order of elf's ids (``sorted``) or of their first appearance in Fortran order
+    (``fortran``, `fortran_numbering`: the authors' numbering, on which the window rule of
+    `merge_small_objects` depends)."""
     from elf.segmentation.mutex_watershed import mutex_watershed as mws
 
+    if numbering not in MUTEX_NUMBERINGS:
+        raise ValueError(f"unknown Mutex Watershed numbering {numbering!r} ({', '.join(MUTEX_NUMBERINGS)})")
     boundaries = np.ascontiguousarray(1.0 - affs, dtype=np.float32)  # elf wants boundary maps
     strides = list(strides) if strides else [1] * (affs.ndim - 1)
     seg = mws(boundaries, [list(o) for o in offsets], strides, mask=mask)
     if mask is not None:
         seg[~mask] = 0
+    if numbering == "fortran":
+        return fortran_numbering(seg)
     return relabel_sequential(seg.astype(np.uint64))[0]
 
 
@@ -199,7 +222,7 @@ def _stack_sections(boundary: np.ndarray, fragment: Callable[[np.ndarray], tuple
 
 
 def _distance_maxima_watershed(boundary: np.ndarray) -> tuple[np.ndarray, int]:
-    import mahotas
+    mahotas = require("mahotas")
 
     seeds, n = mahotas.label(mahotas.regmax(mahotas.distance(boundary < 0.5)))
     return mahotas.cwatershed(boundary, seeds), n
@@ -232,7 +255,7 @@ def fragments_3d(affs: np.ndarray) -> np.ndarray:
     watershed on the in-plane boundary map 1 - mean(y, x affinity). What no fragment
     reaches in its section becomes fragments of its in-plane connected components.
     """
-    import waterz
+    waterz = require("waterz")
     from skimage.segmentation import watershed
 
     nn = np.ascontiguousarray(affs[:3], dtype=np.float32)
@@ -250,6 +273,11 @@ def fragments_3d(affs: np.ndarray) -> np.ndarray:
 # as an alias of MeanAffinity<RegionGraphType, ScoreValue> and ships it compiled, with queues of
 # 0 and 256 bins: 1 - the mean affinity over all voxel pairs along a contact.
 WATERZ_SCORE = "OneMinus<EdgeStatisticValue<RegionGraphType, MeanAffinityProvider<RegionGraphType, ScoreValue>>>"
+# The scoring functions by name: ``mean`` (the paper's inference) and ``median``, 1 - the median
+# affinity of a 256-bin histogram (the authors' AC3/AC4 validation, scripts_ac3ac4/main.py);
+# waterz 0.10 ships both compiled.
+WATERZ_SCORES = {"mean": WATERZ_SCORE,
+                 "median": "OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>"}
 
 
 def waterz_segment(affs: np.ndarray, threshold: float = 0.5, scoring_function: str = WATERZ_SCORE,
@@ -257,7 +285,7 @@ def waterz_segment(affs: np.ndarray, threshold: float = 0.5, scoring_function: s
     """waterz: `fragments_3d` (or the given fragments) agglomerated in order of mean
     affinity until the score 1 - mean affinity reaches `threshold` (a 256-bin queue, as in
     the paper's code). affs: (C >= 3, Z, Y, X) with the z, y, x nearest neighbours first."""
-    import waterz
+    waterz = require("waterz")
 
     nn = np.ascontiguousarray(affs[:3], dtype=np.float32)
     frags = fragments_3d(affs) if fragments is None else np.array(fragments, dtype=np.uint64)

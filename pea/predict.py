@@ -33,11 +33,14 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from pea.config import Config, make_config, merge, yaml_load
+from pea.config_checks import check_metrics
 from pea.errors import PEAInputError
+from pea.extras import require
 from pea.inference_cli import add_partitioner_flag
 from pea.io import atomic_write, one_line
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+MAX_CHANNELS = 16  # images of their own channels: up to this many (planar or last)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,8 +65,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--block", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="3D block and chunk size (default: 4 window strides per axis)")
     p.add_argument("--workers", type=int, default=None,
-                   help="local dask workers (default: one per GPU, at least 1; 0: in this process)")
+                   help="local dask workers (default: one per GPU, else cores // --threads; 0: in this process)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="3D: threads per worker (default: cores // workers, so workers x threads = cores)")
+    p.add_argument("--retries", type=int, default=2, help="3D: tries again of a failed block (default 2)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="3D: start over in OUT instead of resuming the unfinished run there")
     p.add_argument("--scheduler", default=None, help="address of a dask.distributed scheduler to run on")
+    p.add_argument("--tile", type=int, nargs=2, default=None, metavar=("Y", "X"),
+                   help="2D: predict by tiles of Y x X pixels (with the halo the network needs), equal to the "
+                        "whole image")
 
 
 def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
@@ -77,7 +88,7 @@ def run_config(ckpt: Mapping, args: argparse.Namespace) -> Config:
         over.setdefault("TEST", {})["small_objects"] = yaml_load(args.small_objects)
     if args.merge_rule is not None:
         over.setdefault("TEST", {})["merge_rule"] = args.merge_rule
-    return make_config(merge(cfg.to_dict(), over, "--set"), "--set") if over else cfg
+    return check_metrics(make_config(merge(cfg.to_dict(), over, "--set"), "--set") if over else cfg)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,13 +126,13 @@ def check_output_format(args: argparse.Namespace, dims: int) -> None:
 def write_ngff(out: Path, args: argparse.Namespace, dims: int, image_factor: Sequence[float] | None = None) -> None:
     """The finished container `out` made OME-Zarr (`pea.ome.to_ngff`): its segmentations (and
     fragments) as label images, pixels --voxel-size apart."""
-    import zarr
+    from pea.ome import is_ngff, to_ngff
 
-    from pea.ome import to_ngff
-
-    group = zarr.open_group(out, mode="r")
-    labels = list(group.attrs["arrays"].values()) + (["fragments"] if "fragments" in group else [])
-    to_ngff(out, labels, args.voxel_size or [1.0] * dims, image_factor)
+    if is_ngff(out):  # a finished run found again
+        return
+    group = require("zarr").open_group(out, mode="r")
+    fragments = ["fragments"] if any((Path(out) / p / "fragments").is_dir() for p in ("", "labels")) else []
+    to_ngff(out, list(group.attrs["arrays"].values()) + fragments, args.voxel_size or [1.0] * dims, image_factor)
 
 
 # -- 2D ------------------------------------------------------------------------------------
@@ -147,7 +158,7 @@ def image_files(spec: str) -> list[Path]:
     return files
 
 
-def read_image(path: Path, channels: int, percentiles: Sequence[float] | None) -> np.ndarray:
+def read_image(path: Path, channels: int | None, percentiles: Sequence[float] | None) -> np.ndarray:
     """An image file (tif, png, jpg) as `unit_image` makes it."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
@@ -164,27 +175,30 @@ def read_image(path: Path, channels: int, percentiles: Sequence[float] | None) -
     return unit_image(arr, channels, percentiles, str(path))
 
 
-def unit_image(arr: np.ndarray, channels: int, percentiles: Sequence[float] | None = None,
+def unit_image(arr: np.ndarray, channels: int | None, percentiles: Sequence[float] | None = None,
                name: str = "image") -> np.ndarray:
-    """A grey or RGB(A) image as (H, W, channels) float32 in [0, 1]: integers over their type's
-    maximum (or `percentiles` mapped to 0 and 1), grey repeated to `channels`, RGB averaged to
-    grey for one channel, alpha dropped, planar RGB moved last."""
+    """A grey, RGB(A) or `channels`-channel image as (H, W, channels) float32 in [0, 1]:
+    integers over their type's maximum (or `percentiles` mapped to 0 and 1), grey repeated to
+    `channels`, RGB averaged to grey for one channel, alpha dropped, planar RGB (or planar
+    `channels` channels) moved last; `channels` None keeps the image's own channels."""
     from pea.volumes import to_unit
 
     arr = np.squeeze(np.asarray(arr))
-    if arr.ndim == 3 and arr.shape[0] in (3, 4) and arr.shape[-1] not in (3, 4):
-        arr = np.moveaxis(arr, 0, -1)  # planar RGB
-    if arr.ndim == 3 and arr.shape[-1] in (2, 4):
+    own = {3, 4, channels} if channels else set(range(2, MAX_CHANNELS + 1))
+    if arr.ndim == 3 and arr.shape[0] in own and arr.shape[-1] not in own:
+        arr = np.moveaxis(arr, 0, -1)  # planar
+    if arr.ndim == 3 and arr.shape[-1] in (2, 4) and arr.shape[-1] != channels:
         arr = arr[..., :-1]  # alpha
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in (1, 3))):
-        raise PEAInputError(f"{name}: expected a grey or RGB image, got shape {arr.shape}")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[-1] in own | {1})):
+        raise PEAInputError(f"{name}: expected a grey or RGB image" + (f" or {channels} channels" if channels else "")
+                            + f", got shape {arr.shape}")
     image = to_unit(arr, name)
     if percentiles is not None:
         from pea.data.bbbc039 import percentile_normalize
 
         image = percentile_normalize(image, percentiles)
     image = image.reshape(image.shape[:2] + (-1,))
-    if image.shape[-1] == channels:
+    if channels is None or image.shape[-1] == channels:
         return image
     if image.shape[-1] == 1:
         return np.repeat(image, channels, axis=-1)
@@ -204,12 +218,10 @@ def _write_tif(path: Path, array: np.ndarray, kind: str) -> None:
 
 def _write_ome_zarr(path: Path, affs: np.ndarray, seg: np.ndarray, offsets, args, source: Path) -> None:
     """One image's affinities (at the working resolution) and labels as an OME-Zarr container."""
-    import zarr
-
     from pea.volumes import atomic_directory
 
     with atomic_directory(path) as tmp:
-        group = zarr.open_group(tmp, mode="w", zarr_format=3)
+        group = require("zarr").open_group(tmp, mode="w", zarr_format=3)
         group.create_array("affinities", data=affs.astype(np.float32))
         group.create_array("segmentation", data=seg)
         group.attrs.update({"offsets": [list(o) for o in offsets], "methods": ["mutex"],
@@ -227,6 +239,8 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     from tqdm import tqdm
 
     from pea import settings
+    from pea.data.common import Sample, rescale
+    from pea.inference import segment_sample
     from pea.io import remove_stale
 
     files = image_files(args.input)
@@ -234,14 +248,22 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     seg_opts = image_segment_options(settings.segment_options(cfg.TEST, methods), bool(cfg.MODEL.fg_head),
                                      args.model)
     pred_opts = settings.predict_options(cfg)
+    layout = _tile_layout(args, pred_opts.window, model, offsets, int(cfg.MODEL.in_channels), device)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale(out)
     percentiles = cfg.DATA.get("percentiles")
     for path in tqdm(files, desc="segmenting"):
         image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
-        seg, affs = segment_image(model, image, offsets, scale=float(cfg.DATA.scale), predict_options=pred_opts,
-                                  segment_options=seg_opts, device=device, name=str(path))
+        work = rescale(image, float(cfg.DATA.scale), nearest=False)
+        if layout:
+            seg, affs = _segment_tiled(model, work, image.shape[:2], offsets, args.tile, layout, pred_opts, seg_opts,
+                                       device, str(path))
+        else:
+            result = segment_sample(model, Sample(str(path), work, shape=image.shape[:2]), offsets, device=device,
+                                    predict_options=pred_opts, segment_options=seg_opts)
+            seg, affs = result["seg"]["mutex"], result["affs"]
+        seg = seg.astype(label_dtype(int(seg.max())))
         if args.format == "ome-zarr":
             _write_ome_zarr(out / f"{path.stem}.ome.zarr", affs, seg, offsets, args, path)
             continue
@@ -267,26 +289,36 @@ def image_segment_options(options, fg_head: bool, source: str):
     return options
 
 
-def segment_image(model, image: np.ndarray, offsets, *, scale: float = 1.0, predict_options=None,
-                  segment_options=None, device=None, name: str = "image",
-                  progress=True) -> tuple[np.ndarray, np.ndarray]:
-    """Labels (H, W; uint16, or uint32 past 65535 objects) of an image (H, W, C) in [0, 1] by the
-    first of `segment_options.methods`, and its affinities (C, h, w) at the working resolution
-    (the image resized by `scale`; the labels are brought back to (H, W)). `predict_options`,
-    `segment_options`: `pea.inference.PredictOptions` and `SegmentOptions` (default theirs);
-    `progress`: as `pea.inference.predict_windows`."""
-    from pea.data.common import rescale
-    from pea.inference import PredictOptions, SegmentOptions, foreground_mask, predict, segment
+def _segment_tiled(model, image: np.ndarray, shape, offsets, tile, layout, pred_opts, seg_opts, device,
+                   name: str) -> tuple[np.ndarray, np.ndarray]:
+    """--tile: the image's affinities by tiles (`pea.tiles`), then the mask and the Mutex
+    Watershed as `segment_sample` makes them (the padding cropped off first)."""
+    from pea.inference import foreground_mask, segment
+    from pea.tiles import predict_image_tiled
 
-    seg_opts = segment_options or SegmentOptions()
-    work = rescale(image, float(scale), nearest=False)
-    affs, fg = predict(model, work, offsets, device=device, progress=progress,
-                       **asdict(predict_options or PredictOptions()))
+    affs, fg = predict_image_tiled(model, image, offsets, tile=tile, layout=layout, padded_size=pred_opts.padded_size,
+                                   pad_mode=pred_opts.pad_mode, normalize=pred_opts.normalize, device=device,
+                                   amp=pred_opts.amp)
     mask = foreground_mask(fg, mode=seg_opts.mask, min_size=seg_opts.fg_min_size,
                            connectivity=seg_opts.fg_connectivity, name=name)
-    method = seg_opts.methods[0]
-    seg = segment(affs, offsets, [method], mask=mask, shape=image.shape[:2], **seg_opts.partition_args())[method]
-    return seg.astype(label_dtype(int(seg.max()))), affs
+    seg = segment(affs, offsets, ["mutex"], mask=mask, shape=shape, **seg_opts.partition_args())["mutex"]
+    return seg, affs
+
+
+def _tile_layout(args, window, model, offsets, in_channels: int, device):
+    """--tile: the halo and alignment the network's tiles need (`pea.tiles`), else None."""
+    if not args.tile:
+        return None
+    if min(args.tile) < 1:
+        raise PEAInputError(f"--tile {args.tile[0]} {args.tile[1]}: sizes must be positive")
+    if window:
+        raise PEAInputError("--tile and TEST.window both cut the image; use one of them")
+    from pea.tiles import tile_layout
+
+    layout = tile_layout(model, offsets, in_channels, device)
+    print(f"tiles of {args.tile[0]}x{args.tile[1]} (rounded up to multiples of {layout.align}) with a halo of "
+          f"{layout.halo} pixels", file=sys.stderr)
+    return layout
 
 
 # -- 3D ------------------------------------------------------------------------------------
@@ -298,41 +330,57 @@ def default_block(test_cfg: Mapping, shape: Sequence[int]) -> tuple[int, ...]:
 
 def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]) -> int:
     """Segment the volume IN names into the zarr container OUT, blockwise or (--whole) in memory."""
-    import torch
-
-    from pea.blockwise import Executor, Job, check_blockwise, dask_client, segment_blockwise
     from pea.volumes import atomic_directory, open_volume
 
     with open_volume(args.input) as volume:
         shape = tuple(int(n) for n in volume.shape)
     if float(cfg.DATA.scale) != 1.0:
         raise PEAInputError(f"DATA.scale = {cfg.DATA.scale}: volumes are segmented at their own resolution (1.0)")
+    if args.tile:
+        raise PEAInputError("--tile cuts 2D images; a volume is cut into blocks (--block Z Y X)")
     if args.whole:
         with atomic_directory(args.output) as tmp:
             found = _whole_volume(args, cfg, model, device, methods, tmp)
             write_ngff(tmp, args, 3)
     else:
-        check_blockwise(cfg.TEST, methods)
-        block = tuple(args.block) if args.block else default_block(cfg.TEST, shape)
-        if any(b < 1 for b in block):
-            raise PEAInputError(f"--block {' '.join(map(str, block))}: sizes must be positive")
-        gpus = torch.cuda.device_count()
-        workers = args.workers if args.workers is not None else max(1, gpus)
-        threads = 0 if workers == 0 else max(1, (os.cpu_count() or 1) // workers)
-        job = Job(args.input, "", args.model, cfg.to_dict(), shape, block, args.device or cfg.TRAIN.device,
-                  int(cfg.MODEL.in_channels), threads)
-        print(f"{len(job.boxes)} block(s) of {block}; windows evaluated per window of the whole-volume grid: "
-              f"{job.grid.cost(block):.2f}", file=sys.stderr)
-        with atomic_directory(args.output) as tmp, dask_client(workers, args.scheduler) as client:
-            found = segment_blockwise(replace(job, output=str(tmp)), methods, Executor(client))
-            write_ngff(tmp, args, 3)
+        found = _blockwise(args, cfg, shape, methods)
+        write_ngff(Path(args.output), args, 3)
     print(f"{args.output}: " + ", ".join(f"{m} {n} segments" for m, n in found.items()))
     return 0
 
 
+def _blockwise(args, cfg: Config, shape: Sequence[int], methods: Sequence[str]) -> dict[str, int]:
+    """The volume blockwise (`pea.blockwise`), resuming an unfinished run in OUT."""
+    import torch
+
+    from pea.blockrun import Executor, cluster_shape, dask_client
+    from pea.blockwise import Job, check_blockwise, segment_blockwise
+
+    test = cfg.TEST
+    check_blockwise(methods=methods, window=test.window, small_objects=test.small_objects, merge_rule=test.merge_rule)
+    block = tuple(args.block) if args.block else default_block(test, shape)
+    for flag, values, least in (("--block", block, 1), ("--threads", [args.threads], 1),
+                                ("--workers", [args.workers], 0), ("--retries", [args.retries], 0)):
+        if any(v is not None and v < least for v in values):
+            raise PEAInputError(f"{flag} {' '.join(map(str, values))}: expected numbers >= {least}")
+    device = args.device or cfg.TRAIN.device
+    workers, threads = cluster_shape(args.workers, args.threads, 0 if device == "cpu" else torch.cuda.device_count())
+    threads = 0 if args.scheduler and args.threads is None else threads  # a cluster's workers: as they are
+    job = Job.from_config(cfg, input=args.input, output=args.output, checkpoint=args.model, shape=shape,
+                          block=block, device=device, in_channels=int(cfg.MODEL.in_channels),
+                          threads=threads)
+    where = f"{workers} worker(s) x {threads} thread(s)" if workers else "this process"
+    print(f"{len(job.boxes)} block(s) of {block} on {args.scheduler or where}; windows evaluated per window of "
+          f"the whole-volume grid: {job.grid.cost(block):.2f}", file=sys.stderr)
+    with dask_client(workers, args.scheduler) as client:
+        return segment_blockwise(job, methods, Executor(client, retries=args.retries),
+                                 waterz_threshold=float(test.waterz_threshold), small_objects=test.small_objects or [],
+                                 overwrite=args.overwrite)
+
+
 def _whole_volume(args, cfg: Config, model, device, methods: Sequence[str], out: Path) -> dict[str, int]:
     """The volume in memory: `pea.inference.predict` and `segment`, written as a container."""
-    import zarr
+    zarr = require("zarr")
 
     from pea import settings
     from pea.blockwise import UnitChannels

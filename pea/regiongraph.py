@@ -34,7 +34,8 @@ def nearest(offsets: Sequence[Offset]) -> np.ndarray:
     return np.array([sum(abs(v) for v in o) == 1 for o in offsets])
 
 
-def _pack(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def pack(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Edge keys of node pairs: `lo` in the high 32 bits, `hi` in the low ones."""
     return (lo.astype(np.uint64) << np.uint64(32)) | hi.astype(np.uint64)
 
 
@@ -74,7 +75,7 @@ def edge_statistics(frags: np.ndarray, affs: np.ndarray, offsets: Sequence[Offse
         a = affs[c][tuple(slice(a - b.start, z - b.start) for a, z, b in zip(lo, hi, inner))]
         keep = (u != v) & (u > 0) & (v > 0)
         u, v, a = u[keep], v[keep], a[keep].astype(np.float64)
-        keys, inverse = np.unique(_pack(np.minimum(u, v), np.maximum(u, v)), return_inverse=True)
+        keys, inverse = np.unique(pack(np.minimum(u, v), np.maximum(u, v)), return_inverse=True)
         sums, counts = np.bincount(inverse, weights=a), np.bincount(inverse).astype(np.float64)
         pair = np.stack([sums, counts], 1)
         parts.append((keys, np.concatenate([pair if is_nn[c] else np.zeros_like(pair), pair], axis=1)))
@@ -94,7 +95,7 @@ def _touching(frags: np.ndarray) -> np.ndarray:
         a = np.moveaxis(frags, axis, 0)
         u, v = a[:-1].ravel(), a[1:].ravel()
         keep = (u != v) & (u > 0) & (v > 0)
-        keys.append(np.unique(_pack(np.minimum(u[keep], v[keep]), np.maximum(u[keep], v[keep]))))
+        keys.append(np.unique(pack(np.minimum(u[keep], v[keep]), np.maximum(u[keep], v[keep]))))
     return np.unique(np.concatenate(keys))
 
 
@@ -228,7 +229,7 @@ def merge_small_segments(labels: np.ndarray, node_sizes: np.ndarray, uv: np.ndar
     for min_size in passes:
         su, sv = labels[uv[:, 0]], labels[uv[:, 1]]
         cross = su != sv
-        keys, inverse = np.unique(_pack(np.r_[su[cross], sv[cross]], np.r_[sv[cross], su[cross]]),
+        keys, inverse = np.unique(pack(np.r_[su[cross], sv[cross]], np.r_[sv[cross], su[cross]]),
                                   return_inverse=True)
         contact = np.bincount(inverse, weights=np.r_[contacts[cross], contacts[cross]]).astype(np.int64)
         pairs = unpack(keys).astype(np.int64)

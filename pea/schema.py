@@ -1,12 +1,45 @@
-"""Types and ranges of config values: small checkers, each `check(value) -> None` when the value
-is acceptable, else a short description of what is expected (for a one-line error)."""
+"""Config keys and the types and ranges of their values.
+
+A `Key` states one config key once: its default, its check and a one-line description. A
+check is a small function, `check(value) -> None` when the value is acceptable, else a short
+description of what is expected (for a one-line error). A schema is a mapping of section names
+to mappings of key names to Keys (a top-level key such as NAME is a Key itself).
+"""
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Check = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: its default value, the check of its values, and what it means."""
+
+    default: Any
+    check: Check
+    doc: str
+
+
+def flatten(schema: Mapping, path: tuple[str, ...] = ()) -> dict[tuple[str, ...], Key]:
+    """Every Key of a (nested) schema by its path, e.g. ('TRAIN', 'lr')."""
+    out: dict[tuple[str, ...], Key] = {}
+    for name, entry in schema.items():
+        if isinstance(entry, Key):
+            out[path + (name,)] = entry
+        else:
+            out.update(flatten(entry, path + (name,)))
+    return out
+
+
+def defaults(schema: Mapping) -> dict:
+    """The nested mapping of the schema's default values (copies: callers may change them)."""
+    return {name: copy.deepcopy(entry.default) if isinstance(entry, Key) else defaults(entry)
+            for name, entry in schema.items()}
 
 
 def _is_number(value: Any) -> bool:
@@ -73,5 +106,10 @@ def mapping(value: Any) -> str | None:
     return None if isinstance(value, Mapping) else "a mapping"
 
 
-def anything(value: Any) -> str | None:
-    return None
+def any_of(*checks: Check) -> Check:
+    """A value that passes at least one of `checks`."""
+    def check(value: Any) -> str | None:
+        wants = [c(value) for c in checks]
+        return None if not all(wants) else " or ".join(wants)
+
+    return check

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Sequence
 
 
-from pea.config import Config, load_config, make_config, merge, yaml_load
+from pea.config import Config, find_config, load_config, make_config, merge, yaml_load
+from pea.config_checks import check_metrics
 from pea.errors import PEAInputError, PEARunError
 from pea import distributed
 from pea.threads import configure_threads
@@ -22,7 +23,7 @@ PATH_KEYS = (("DATA", "data_dir"), ("TRAIN", "model_dir"), ("TEST", "trained_dir
 
 
 def script_config(script_dir: Path, name: str, overrides: Sequence[str]) -> Config:
-    path = Path(name) if name.endswith((".yaml", ".yml")) else script_dir / "config" / f"{name}.yaml"
+    path = find_config(name, script_dir / "config")
     cfg = load_config(path)
     if overrides:
         cfg = make_config(merge(cfg.to_dict(), parse_overrides(overrides), "--set"))
@@ -30,7 +31,7 @@ def script_config(script_dir: Path, name: str, overrides: Sequence[str]) -> Conf
         value = cfg[section][key]
         if value and not Path(value).is_absolute():
             cfg[section][key] = str((script_dir / value).resolve())
-    return cfg
+    return check_metrics(cfg, str(path))
 
 
 def parse_overrides(items: Sequence[str]) -> dict:

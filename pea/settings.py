@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from pea.affinity import Offset, offsets_from_shifts
-from pea.config import Config, load_config, make_config
+from pea.config import Config, load_config, make_config, shipped_config
 from pea.ccm import CrossView, official_view, second_view
 from pea.errors import PEAInputError
 from pea.inference import PredictOptions, SegmentOptions
@@ -17,18 +17,9 @@ from pea.losses import PEALoss
 from pea.windows import WindowGrid
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def config_path(name: str) -> Path:
-    """A .yaml path, or the shipped config NAME found in scripts_*/config/."""
-    if name.endswith((".yaml", ".yml")) or "/" in name:
-        return Path(name)
-    found = sorted(ROOT.glob(f"scripts_*/config/{name}.yaml"))
-    if not found:
-        known = sorted(p.stem for p in ROOT.glob("scripts_*/config/*.yaml"))
-        raise PEAInputError(f"--config {name}: no such config (shipped: {', '.join(known)}; or give a .yaml path)")
-    return found[0]
+    """A .yaml path, or the shipped config NAME (pea/configs/NAME.yaml)."""
+    return Path(name) if name.endswith((".yaml", ".yml")) or "/" in name else shipped_config(name)
 
 
 def checkpoint_config(ckpt: Mapping, name: str | None, source: str) -> Config:
@@ -73,11 +64,19 @@ def predict_options(cfg: Mapping) -> PredictOptions:
 
 
 def segment_options(test: Mapping, methods: Sequence[str] | None = None) -> SegmentOptions:
-    """The TEST section's partitioners (or `methods`), strides, graph, merging and mask."""
+    """The TEST section's partitioners (or `methods`), strides, graph, merging, mask, the Mutex
+    Watershed's numbering and when the padding is cropped."""
     return SegmentOptions(methods=tuple(methods or test["partitioners"]), strides=test["strides"],
                           fragments=test["fragments"], waterz_threshold=test["waterz_threshold"],
+                          mutex_numbering=test["mutex_numbering"],
                           small_objects=tuple(test["small_objects"] or ()), merge_rule=test["merge_rule"],
-                          mask=test["mask"], fg_min_size=test["fg_min_size"], fg_connectivity=test["fg_connectivity"])
+                          mask=test["mask"], fg_min_size=test["fg_min_size"], fg_connectivity=test["fg_connectivity"],
+                          crop_padding=test["crop_padding"])
+
+
+def metric_options(test: Mapping) -> dict:
+    """`pea.metrics.evaluate`'s keyword arguments from a TEST section (TEST.aji_ids)."""
+    return {"aji_ids": test["aji_ids"]}
 
 
 def window_grid(shape: Sequence[int], offsets_: Sequence[Offset], test: Mapping) -> WindowGrid:
@@ -89,7 +88,8 @@ def window_grid(shape: Sequence[int], offsets_: Sequence[Offset], test: Mapping)
 def loss(cfg: Mapping, offsets_: Sequence[Offset], group_size: int) -> PEALoss:
     """`PEALoss` with the LOSS section's terms, weights and rules."""
     keys = ("scm", "ccm", "epm", "scm_weight", "ccm_weight", "epm_weight", "epm_groups", "background",
-            "normalize", "outside_pairs", "weight_clip", "mask_weight", "fg_weighting", "fg_class_weight")
+            "normalize", "outside_pairs", "epm_outside_pairs", "weight_clip", "mask_weight", "fg_weighting",
+            "fg_class_weight")
     return PEALoss(offsets_, group_size, **{k: cfg["LOSS"][k] for k in keys})
 
 
@@ -160,19 +160,30 @@ def train_loader(cfg: Mapping, reader, world, batch: int, global_batch: int, dev
     return loader
 
 
+VALID_PANELS = 4  # validation samples drawn as panels at every evaluation (RUN/panels/iter_N/)
+
+
 def validator(cfg: Mapping, reader, offsets_: Sequence[Offset]):
     """Validation on the reader's validation split (TRAIN.max_valid_images of it, read when
-    first needed) with TRAIN.valid_partitioner, scored by the reported metrics."""
+    first needed) with TRAIN.valid_partitioner (and TRAIN.valid_extra_partitioners, waterz
+    scoring merges by TRAIN.valid_waterz_scoring), scored by the reported metrics; best.ckpt
+    chosen by TRAIN.select_rule, select_window and min_valid_pixels."""
+    from dataclasses import replace
+
     from pea.config import reported_metrics
     from pea.train import Validator
 
     t = cfg["TRAIN"]
+    methods = list(dict.fromkeys([t["valid_partitioner"], *t["valid_extra_partitioners"]]))
 
     def samples():
         return reader.load_split(cfg["DATA"], reader.VALID_SPLIT)[: t["max_valid_images"] or None]
 
+    segmenting = replace(segment_options(cfg["TEST"], methods), waterz_scoring=t["valid_waterz_scoring"])
     return Validator(samples, offsets_, reported_metrics(cfg, reader), t["select_metric"],
-                     predict_options(cfg), segment_options(cfg["TEST"], [t["valid_partitioner"]]))
+                     predict_options(cfg), segmenting, metric_options(cfg["TEST"]),
+                     rule=t["select_rule"], window=t["select_window"], min_pixels=t["min_valid_pixels"],
+                     panels=VALID_PANELS)
 
 
 def trainer(cfg: Mapping, run_dir, device=None):

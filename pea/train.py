@@ -10,7 +10,7 @@ import math
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -30,9 +30,15 @@ LOWER_IS_BETTER = {"voi", "arand", "voi_split", "voi_merge", "abs_dic"}
 
 @dataclass
 class Validator:
-    """Segments validation samples with one partitioner and scores them; `select_metric` picks
-    best.ckpt (lower is better for the LOWER_IS_BETTER scores). `samples` may be a function
-    returning them, called once when they are first needed."""
+    """Segments validation samples with the partitioners of `segment_options` and scores them
+    (`pea.metrics.evaluate` with `metric_options`): the first partitioner's scores under the
+    metrics' names, the others' prefixed with their name (lmc_voi). `select_metric` picks
+    best.ckpt (lower is better for the LOWER_IS_BETTER scores) by `rule`: ``best`` (the single
+    best score, the authors'), ``smoothed`` (the best mean of the last `window` scores: its
+    latest checkpoint), ``last`` (the latest checkpoint), or ``auto`` (smoothed, or last when the
+    samples hold fewer than `min_pixels` pixels: one score of a small split is noise). `samples`
+    may be a function returning them, called once when they are first needed. `panels` samples
+    are drawn (image | nearest affinities | segmentation | ground truth) when a folder is given."""
 
     samples: Sequence | Callable[[], Sequence]
     offsets: Sequence
@@ -40,6 +46,11 @@ class Validator:
     select_metric: str
     predict_options: PredictOptions = PredictOptions()
     segment_options: SegmentOptions = SegmentOptions()
+    metric_options: Mapping = field(default_factory=dict)
+    rule: str = "best"
+    window: int = 3
+    min_pixels: int = 0
+    panels: int = 0
 
     def load(self) -> int:
         """Read the samples (when given as a function); returns their number."""
@@ -47,24 +58,68 @@ class Validator:
             self.samples = list(self.samples())
         return len(self.samples)
 
-    def __call__(self, model: torch.nn.Module, device: torch.device) -> dict[str, float]:
-        """The mean scores over the samples."""
+    def pixels(self) -> int:
+        """The pixels (voxels) of the samples, at their original resolution."""
+        return int(sum(math.prod(s.shape) for s in self.samples))
+
+    def __call__(self, model: torch.nn.Module, device: torch.device,
+                 panel_dir: Path | None = None) -> dict[str, float]:
+        """The mean scores over the samples (panels of the first `panels` into `panel_dir`)."""
         self.load()
         was_training = model.training
         model.eval()
-        method = self.segment_options.methods[0]
         rows = []
-        for sample in self.samples:
-            seg = segment_sample(model, sample, self.offsets, device=device, predict_options=self.predict_options,
-                                 segment_options=self.segment_options)["seg"][method]
-            rows.append({"name": sample.name, **evaluate(seg, sample.gt, metrics=list(self.metrics))})
+        for n, sample in enumerate(self.samples):
+            out = segment_sample(model, sample, self.offsets, device=device, predict_options=self.predict_options,
+                                 segment_options=self.segment_options)
+            row = {"name": sample.name}
+            for i, (method, seg) in enumerate(out["seg"].items()):
+                scores = evaluate(seg, sample.gt, metrics=list(self.metrics), **self.metric_options)
+                row.update({k if i == 0 else f"{method}_{k}": v for k, v in scores.items()})
+            rows.append(row)
+            if panel_dir is not None and n < self.panels:
+                first = next(iter(out["seg"].values()))
+                self._panel(Path(panel_dir) / f"{sample.name}.png", sample, out["affs"], first)
         model.train(was_training)
         return summarize(rows)[0]
+
+    def _panel(self, path: Path, sample, affs, seg) -> None:
+        """2D: the image (grey or RGB: other channel counts averaged); 3D: its middle section. The
+        middle tile is the lowest nearest-offset affinity."""
+        from pea.visualize import save_panel
+
+        ndim = len(self.offsets[0])
+        z = (slice(None),) if ndim == 2 else (affs.shape[1] // 2,)
+        zs = () if ndim == 2 else (seg.shape[0] // 2,)
+        image = sample.image[zs]
+        image = image if image.shape[-1] in (1, 3) else image.mean(axis=-1, keepdims=True)
+        save_panel(path, image, affs[(slice(0, ndim),) + z].min(axis=0), seg[zs], sample.gt[zs])
 
     def better(self, score: float, best: float | None) -> bool:
         if best is None:
             return True
         return score < best if self.select_metric in LOWER_IS_BETTER else score > best
+
+    def rule_in_use(self) -> tuple[str, str]:
+        """The rule that picks best.ckpt (`auto` resolved) and why ('' when not `auto`)."""
+        if self.rule != "auto":
+            return self.rule, ""
+        if self.pixels() < self.min_pixels:
+            return "last", f"auto: {self.pixels()} validation pixels < min_valid_pixels {self.min_pixels}"
+        return "smoothed", f"auto: {self.pixels()} validation pixels >= min_valid_pixels {self.min_pixels}"
+
+    def choose(self, history: Sequence[float], best: float | None) -> tuple[float, bool, str]:
+        """Rank the latest of the `history` of select_metric scores: (its ranked score, whether
+        its checkpoint becomes best.ckpt, why)."""
+        rule, reason = self.rule_in_use()
+        reason = f" ({reason})" if reason else ""
+        if rule == "last":
+            return history[-1], True, f"rule last: the latest evaluation{reason}"
+        recent = history[-self.window:] if rule == "smoothed" else history[-1:]
+        score = sum(recent) / len(recent)
+        mean = f", the mean of the last {len(recent)} evaluations," if rule == "smoothed" else ""
+        why = f"rule {rule}: {self.select_metric} {score:.4f}{mean} the best so far{reason}"
+        return score, self.better(score, best), why
 
 
 @dataclass(frozen=True)
@@ -295,16 +350,21 @@ class Trainer:
             writer.close()
 
     def _validate(self, writer, note) -> str:
-        """Score the network, log the scores, keep best.ckpt; returns the scores' line."""
-        scores = self.validator(self.model, self.device)
+        """Score the network, log the scores, keep best.ckpt (as the validator's rule says, with
+        the reason in the log); returns the scores' line."""
+        panels = self.run_dir / "panels" / f"iter_{self.iteration:06d}" if self.validator.panels else None
+        scores = self.validator(self.model, self.device, panels)
         for k, v in scores.items():
             writer.add_scalar(f"valid/{k}", v, self.iteration)
         line = " ".join(f"{k}={v:.4f}" for k, v in scores.items())
         note(f"valid {self.iteration} {line}")
-        score = scores[self.validator.select_metric]
-        if self.validator.better(score, self.best["score"]) and self._finite_weights():
-            self.best = {"score": score, "iteration": self.iteration, "scores": scores}
+        history = self.best.get("history", []) + [scores[self.validator.select_metric]]
+        score, chosen, why = self.validator.choose(history, self.best["score"])
+        self.best["history"] = history
+        if chosen and self._finite_weights():
+            self.best.update(score=score, iteration=self.iteration, scores=scores, why=why)
             self._save("best.ckpt")
+            note(f"best.ckpt: iteration {self.iteration}, {why}")
         return line
 
     def _save_periodic(self) -> None:
@@ -342,6 +402,9 @@ class Trainer:
         with self._logs() as (writer, note):
             note(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} start at iteration {start} on {self.device}, "
                  f"{self.world.size} process(es)")
+            if self.validator is not None:
+                rule, why = self.validator.rule_in_use()
+                note(f"# best.ckpt: rule {rule} on {self.validator.select_metric}" + (f" ({why})" if why else ""))
             self.model.train()
             bar = tqdm(self._batches(), total=self.iterations - start, desc=self.name, dynamic_ncols=True,
                        disable=not self.world.main)
@@ -364,6 +427,7 @@ class Trainer:
                 if self.iteration % self.every.save == 0 or last:
                     self._save_periodic()
             bar.close()
-            note(f"# done: best {self.validator.select_metric if self.validator else '-'} {self.best['score']} "
-                 f"at iteration {self.best['iteration']}")
+            why = f", {self.best['why']}" if self.best.get("why") else ""
+            note("# done: no validation, no best.ckpt" if self.validator is None
+                 else f"# done: best.ckpt is iteration {self.best['iteration']}{why}")
         return self.best

@@ -9,6 +9,7 @@ Unreadable inputs are one-line `PEAInputError`s naming the file and the dataset.
 from __future__ import annotations
 
 import bz2
+import hashlib
 import json
 import lzma
 import os
@@ -21,6 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from pea.errors import PEAInputError
+from pea.extras import require
 from pea.io import H5_SUFFIXES, TEMP_MARK, one_line, split_h5_path
 
 CONTAINERS = (".zarr", ".n5")
@@ -100,7 +102,7 @@ def _open_container(container: str, key: str, spec: str):
         raise PEAInputError(f"{spec}: no such container {container}")
     if container.lower().endswith(".n5"):
         return N5Array(Path(container) / key)
-    import zarr
+    zarr = require("zarr")
 
     node = zarr.open(container, mode="r", path=key) if key else zarr.open(container, mode="r")
     if not hasattr(node, "dtype"):
@@ -111,7 +113,7 @@ def _open_container(container: str, key: str, spec: str):
 
 def _open_tiff(file: str):
     import tifffile
-    import zarr
+    zarr = require("zarr")
 
     if not os.path.isfile(file):
         raise PEAInputError(f"{file}: no such file")
@@ -128,6 +130,27 @@ def to_unit(block: np.ndarray, where: str = "volume") -> np.ndarray:
     if not np.isfinite(block).all():
         raise PEAInputError(f"{where}: the volume holds NaN or infinite values")
     return block.astype(np.float32)
+
+
+def volume_identity(spec: str, sample: int = 32) -> str:
+    """A digest of what identifies the volume `spec` names without reading it all: its
+    shape and type, the size and modification time of its file (of the dataset's metadata
+    in a zarr or N5 container) and the values of a corner and of the centre (`sample` voxels
+    along each axis at most)."""
+    container, key = split_container(spec)
+    place = Path(container) / key if container else Path(split_h5_path(spec)[0])
+    files = [place / name for name in (".zarray", "zarr.json", "attributes.json")] if place.is_dir() else [place]
+    digest = hashlib.sha256(os.path.abspath(spec).encode())
+    for file in [f for f in files if f.is_file()]:
+        stat = file.stat()
+        digest.update(f"{file.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    with open_volume(spec) as volume:
+        shape = tuple(int(n) for n in volume.shape)
+        digest.update(f"{shape}:{np.dtype(volume.dtype).str}".encode())
+        for lo in ([0] * len(shape), [max(0, n // 2 - sample // 2) for n in shape]):
+            box = tuple(slice(a, min(n, a + sample)) for a, n in zip(lo, shape))
+            digest.update(np.ascontiguousarray(volume[box]).tobytes())
+    return digest.hexdigest()
 
 
 class N5Array:

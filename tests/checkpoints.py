@@ -5,10 +5,9 @@ from pathlib import Path
 import torch
 
 from pea.checkpoint import save_checkpoint
-from pea.config import load_config, make_config, merge
+from pea.config import load_config, make_config, merge, shipped_config
 from pea.models import build_model
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def authors_checkpoint(path: Path, backbone: str, in_channels: int, filters, fg_head: bool) -> None:
@@ -21,10 +20,9 @@ def authors_checkpoint(path: Path, backbone: str, in_channels: int, filters, fg_
 
 
 def project_checkpoint(path: Path, config: str, override: dict, seed: int = 0) -> dict:
-    """A random-weight network of the shipped config `config` (scripts_*/config/NAME.yaml)
+    """A random-weight network of the shipped config `config` (pea/configs/NAME.yaml)
     with `override` laid over it, saved with its config as training saves; returns the config."""
-    found = sorted(ROOT.glob(f"scripts_*/config/{config}.yaml"))
-    cfg = make_config(merge(load_config(found[0]).to_dict(), override), config)
+    cfg = make_config(merge(load_config(shipped_config(config)).to_dict(), override), config)
     torch.manual_seed(seed)
     model = build_model(cfg.MODEL)
     save_checkpoint(path, {"model_weights": model.state_dict(), "config": cfg.to_dict(), "iteration": 1})

@@ -27,16 +27,19 @@ def targets(labels: np.ndarray, offsets: Sequence[Sequence[int]], background: st
     return target, mask
 
 
-def balanced_weights(target: np.ndarray, mask: np.ndarray, clip=(0.05, 0.99), outside=None) -> np.ndarray:
+def balanced_weights(target: np.ndarray, mask: np.ndarray, clip=(0.05, 0.99), outside=None,
+                     labels: np.ndarray | None = None) -> np.ndarray:
     """Per sample and channel: f = fraction of ones among the masked pixels, or, with `outside`
-    (0 or 1), among all pixels of the channel, those whose partner is outside holding that
-    value (the authors' maps); clipped; if f > 0.5 ones weigh 1 and zeros f/(1-f), else ones
-    (1-f)/f and zeros 1."""
+    (0, 1 or "foreground"), among all pixels of the channel, those whose partner is outside
+    holding that value, or with "foreground" label != 0 there (the authors' maps; replicate
+    padding in 3D); clipped; if f > 0.5 ones weigh 1 and zeros f/(1-f), else ones (1-f)/f and
+    zeros 1."""
     axes = tuple(range(2, target.ndim))
     if outside is None:
         f = (target * mask).sum(axes) / np.maximum(mask.sum(axes), 1)
     else:
-        f = np.where(mask > 0, target, outside).mean(axes)
+        fill = (labels != 0)[:, None] if outside == "foreground" else outside
+        f = np.where(mask > 0, target, fill).mean(axes)
     f = np.clip(f, *clip)
     w_one = np.where(f > 0.5, 1.0, (1 - f) / f)
     w_zero = np.where(f > 0.5, f / (1 - f), 1.0)
@@ -62,16 +65,22 @@ def affinities(emb: np.ndarray, offsets, other: np.ndarray | None = None) -> np.
 
 def weighted_mse(aff, target, mask, weight, normalize="mean") -> float:
     """sum(w * (aff * mask - target * mask)^2) / (batch * pixels), or with normalize 'width'
-    / (batch * width): the authors' WeightedMSE on one (B, H, W) channel divides by B * W."""
+    / (batch * width): the authors' WeightedMSE on one (B, H, W) channel divides by B * W; with
+    'pairs' each channel's sum / (batch * its pairs inside), channels summed (the authors' 3D)."""
+    sq = weight * (aff * mask - target * mask) ** 2
+    if normalize == "pairs":
+        channels = sq.sum(axis=tuple(k for k in range(sq.ndim) if k != 1))
+        pairs = mask.sum(axis=tuple(k for k in range(mask.ndim) if k != 1))
+        return float((channels[pairs > 0] / pairs[pairs > 0]).sum())
     norm = target.shape[0] * (target.shape[-1] if normalize == "width" else np.prod(target.shape[2:]))
-    return float((weight * (aff * mask - target * mask) ** 2).sum() / norm)
+    return float(sq.sum() / norm)
 
 
 def level_loss(emb, labels, offsets, other=None, background="same", clip=(0.05, 0.99), normalize="mean",
                outside=None) -> float:
     """The affinity loss of one embedding against its labels."""
     t, m = targets(labels, offsets, background)
-    w = balanced_weights(t, m, clip, outside)
+    w = balanced_weights(t, m, clip, outside, labels)
     return weighted_mse(affinities(emb, offsets, other), t, m, w, normalize)
 
 

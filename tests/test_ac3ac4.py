@@ -1,5 +1,8 @@
 """AC3/AC4: the reader, EM training targets, the 3D post-processing on ground-truth
-affinities, a short 3D training and the inference script."""
+affinities, validation, a short 3D training and the inference script."""
+from dataclasses import asdict
+from pathlib import Path
+
 import h5py
 import numpy as np
 import pytest
@@ -124,6 +127,29 @@ def test_without_widening_targets_come_from_the_labels_themselves(tmp_path):
     np.testing.assert_array_equal(_targets(lab)[0], _targets(labels)[0])
 
 
+def test_widening_the_whole_volume_before_cropping(tmp_path):
+    """DATA.widen_on volume (the authors'): the crop's labels are the widened volume's there, so
+    a crop's edge voxels see their neighbours outside it; crop (the project's) widens the crop."""
+    labels = make_em_volume(np.random.default_rng(4), (3, 40, 40), object_size=8, defects=False)[1]
+    sample = ac3ac4.Sample("v", np.zeros(labels.shape + (1,), np.float32), labels, None, labels.shape, labels)
+
+    def crop_labels(**data):
+        cfg = make_config({"DATA": {"dataset": "ac3ac4", "crop_size": [3, 24, 24], "normalize": "unit",
+                                    "em_augment": NO_AUGMENT, **data}, "TRAIN": {"seed": 3}})
+        return ac3ac4.train_dataset(cfg, [sample])[0][1].numpy()
+
+    raw = crop_labels(widen_border=False)
+    (y, x), = [(y, x) for y in range(17) for x in range(17) if np.array_equal(labels[:, y:y + 24, x:x + 24], raw)]
+    on_volume = crop_labels(widen_border=True, widen_on="volume")
+    np.testing.assert_array_equal(on_volume, widen_border(labels)[:, y:y + 24, x:x + 24])
+    on_crop = crop_labels(widen_border=True, widen_on="crop")
+    np.testing.assert_array_equal(on_crop, widen_border(raw))
+    edge = np.ones(raw.shape, bool)
+    edge[:, 1:-1, 1:-1] = False
+    assert (on_volume != on_crop).any() and not (on_volume != on_crop)[~edge].any()
+    np.testing.assert_array_equal(sample.labels, labels)  # the sample itself is left as it was
+
+
 def test_background_none_equals_unique_border_ids():
     """The 'none' rule is what giving every border voxel an id of its own would teach."""
     labels = widen_border(make_em_volume(np.random.default_rng(3), (4, 32, 32), object_size=10, defects=False)[1])
@@ -224,6 +250,36 @@ def _tiny_config(tmp_path, data_dir, **train):
         "TEST": {"window": [4, 32, 32], "overlap": [2, 8, 8], "strides": [1, 10, 10],
                  "out_dir": str(tmp_path / "inference"), "trained_dir": str(tmp_path / "trained")},
     })
+
+
+def test_validation_as_the_paper_config_scores_waterz_by_the_median_and_the_multicut(tmp_path, synth):
+    """TRAIN.valid_waterz_scoring median and valid_extra_partitioners [lmc] (ac3ac4.yaml): the
+    validator's scores are waterz's (merges by the median affinity) under the metrics' names
+    and the multicut's as lmc_*, each as segmenting and scoring the volume directly gives."""
+    from pea import settings
+    from pea.config import load_config, shipped_config
+    from pea.inference import predict, segment
+    from pea.metrics import evaluate
+
+    paper = load_config(shipped_config("ac3ac4")).TRAIN
+    cfg = _tiny_config(tmp_path, synth, valid_extra_partitioners=paper.valid_extra_partitioners,
+                       valid_waterz_scoring=paper.valid_waterz_scoring)
+    cfg.TEST.fragments = "official"
+    offsets = settings.offsets(cfg.DATA)[0]
+    validator = settings.validator(cfg, ac3ac4, offsets)
+    assert validator.segment_options.methods == ("waterz", "lmc")
+    model = settings.seeded_model(cfg.MODEL, 1).eval()
+    scores = validator(model, torch.device("cpu"))
+    (sample,) = ac3ac4.load_split(cfg.DATA, "validation")
+    affs, _ = predict(model, sample.image, offsets, **asdict(settings.predict_options(cfg)), progress=False)
+    for scoring in ("median", "mean"):
+        segs = segment(affs, offsets, ["waterz", "lmc"], fragments="official", waterz_scoring=scoring)
+        expected = {**evaluate(segs["waterz"], sample.gt, "voi,arand"),
+                    **{f"lmc_{k}": v for k, v in evaluate(segs["lmc"], sample.gt, "voi,arand").items()}}
+        if scoring == "median":
+            assert scores == pytest.approx(expected, abs=1e-9)
+        else:
+            assert scores["voi"] != pytest.approx(expected["voi"], abs=1e-6)
 
 
 @pytest.mark.slow

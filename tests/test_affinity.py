@@ -5,7 +5,7 @@ import torch
 
 from pea.affinity import (EM_OFFSETS, affinity_loss, affinity_targets, embedding_affinity, nearest_downsample,
                           offsets_from_shifts, widen_border)
-from reference import balanced_weights, weighted_mse
+from reference import affinities, balanced_weights, weighted_mse
 
 
 def test_offsets_from_shifts():
@@ -102,12 +102,16 @@ def test_embedding_affinity_against_naive_loop():
 
 
 def test_embedding_affinity_3d_and_gradient():
-    e = torch.randn(1, 4, 5, 6, 7, requires_grad=True)
-    aff = embedding_affinity(e, EM_OFFSETS[:6])
-    assert aff.shape == (1, 6, 5, 6, 7)
-    assert aff.abs().max() <= 1.0 + 1e-5
-    aff.sum().backward()
-    assert torch.isfinite(e.grad).all()
+    """3D values against the NumPy reference (self and cross), the gradient against finite differences."""
+    gen = torch.Generator().manual_seed(2)
+    e, e2 = torch.randn(2, 4, 5, 6, 7, generator=gen), torch.randn(2, 4, 5, 6, 7, generator=gen)
+    for other in (None, e2):
+        aff = embedding_affinity(e, EM_OFFSETS[:6], other=other)
+        assert aff.shape == (2, 6, 5, 6, 7)
+        expected = affinities(e.numpy(), EM_OFFSETS[:6], None if other is None else other.numpy())
+        np.testing.assert_allclose(aff.numpy(), expected, rtol=1e-5, atol=1e-6)
+    small = torch.randn(1, 3, 3, 4, 4, generator=gen, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: embedding_affinity(x, EM_OFFSETS[:6]), (small,))
 
 
 def test_nearest_downsample():

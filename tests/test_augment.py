@@ -44,16 +44,19 @@ def test_identity_when_everything_is_off():
 
 
 def test_normalize_imagenet():
-    img = np.full((2, 2, 3), 0.485, np.float32)
-    assert abs(normalize(img, "imagenet")[..., 0]).max() < 1e-6
+    """Every channel's ImageNet mean and std (torchvision's figures), the image as it is ('none'),
+    else (x - 0.5) / 0.25 (only channel 0's mean was checked before: a wrong std passed)."""
+    img = np.random.default_rng(0).random((4, 5, 3), dtype=np.float32)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    np.testing.assert_allclose(normalize(img, "imagenet"), (img - mean) / std, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(normalize(img, "none"), img)
+    np.testing.assert_allclose(normalize(img, "unit"), (img - 0.5) / 0.25, rtol=1e-6, atol=1e-6)
 
 
 def _paper_cvppp(**data):
-    from pathlib import Path
+    from pea.config import load_config, shipped_config
 
-    from pea.config import load_config
-
-    cfg = load_config(Path(__file__).resolve().parents[1] / "scripts_cvppp" / "config" / "cvppp.yaml").DATA
+    cfg = load_config(shipped_config("cvppp")).DATA
     cfg.update(data)
     return cfg
 

@@ -5,7 +5,6 @@ from scipy import ndimage
 from pea import augment_em as A
 from pea.errors import PEAInputError
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
 def _labels(shape, block, dtype, seed=0):
@@ -242,6 +241,20 @@ def _source_coordinates(transform, shape, seed, **kwargs):
     return src_y, src_x
 
 
+def _labels_follow_the_image(transform, labels, seed):
+    """Every section's labels are the nearest sample of the input at the positions the image's
+    first section was read from (ties at .5 and the mirrored borders left out)."""
+    src_y, src_x = _source_coordinates(transform, labels.shape, seed)
+    out_image, out_labels = transform(_paint(labels), labels, np.random.default_rng(seed))
+    h, w = labels.shape[1:]
+    sure = (np.abs(src_y - np.floor(src_y) - 0.5) > 0.1) & (np.abs(src_x - np.floor(src_x) - 0.5) > 0.1)
+    sure &= (src_y > 0) & (src_y < h - 1) & (src_x > 0) & (src_x < w - 1)
+    assert sure.mean() > 0.3
+    expected = labels[:, np.rint(src_y).astype(int), np.rint(src_x).astype(int)]
+    np.testing.assert_array_equal(out_labels[:, sure], expected[:, sure])
+    return out_image, out_labels
+
+
 def test_rotate_by_any_angle_keeps_image_and_labels_aligned():
     angles = []
     for seed in range(40):
@@ -253,10 +266,11 @@ def test_rotate_by_any_angle_keeps_image_and_labels_aligned():
     angles = np.array(angles)
     assert angles.min() < -135 and angles.max() > 135 and (np.abs(angles) < 45).any()  # any angle
     labels = _labels((3, 48, 48), 8, np.int32)
-    out_image, out_labels = A.rotate(_paint(labels), labels, np.random.default_rng(5))
+    # one rotation for all sections, the labels where the image was read (a 1-px shift of the
+    # labels still gave 0.755 agreement below)
+    out_image, out_labels = _labels_follow_the_image(A.rotate, labels, 5)
     _check_pair(out_image, out_labels, labels.astype(np.float32), labels)
     assert np.isclose(out_image, _paint(out_labels), atol=1e-4).mean() > 0.7
-    np.testing.assert_array_equal(out_labels[0], out_labels[1] * 0 + out_labels[0])  # one rotation for all sections
     assert (out_labels != labels).mean() > 0.3
 
 
@@ -272,7 +286,7 @@ def test_rescale_factors_are_within_0_8_and_1_2_per_axis():
     assert factors.min() < 0.85 and factors.max() > 1.15
     assert np.abs(factors[:, 0] - factors[:, 1]).max() > 0.05  # y and x drawn apart (no fixed aspect)
     labels = _labels((2, 48, 48), 8, np.int32)
-    out_image, out_labels = A.rescale(_paint(labels), labels, np.random.default_rng(1))
+    out_image, out_labels = _labels_follow_the_image(A.rescale, labels, 1)
     _check_pair(out_image, out_labels, labels.astype(np.float32), labels)
     assert np.isclose(out_image, _paint(out_labels), atol=1e-4).mean() > 0.7
 
@@ -289,12 +303,37 @@ def test_gate_is_the_chance_that_the_chain_runs():
         A.EMAugmenter(gate=1.5)
 
 
+@pytest.mark.parametrize("name, kwargs", [("rotate", {}), ("rescale", {"low": 1.5, "high": 1.5}),
+                                          ("elastic", {"alpha": 6.0, "sigma": 4.0})])
+def test_zero_border_reads_zeros_beyond_the_section(name, kwargs):
+    """border zero (the authors' 2D augmentation): what comes from outside the section is 0 in
+    the labels and dark in the image; border reflect (the project's) brings no new value."""
+    transform = A.TRANSFORMS[name]
+    image, labels = np.ones((1, 40, 40), np.float32), np.full((1, 40, 40), 5, np.int32)
+    zeros = 0
+    for seed in range(6):
+        out_image, out_labels = transform(image, labels, np.random.default_rng(seed), border="zero", **kwargs)
+        assert set(np.unique(out_labels)) <= {0, 5} and out_labels.dtype == labels.dtype
+        zeros += (out_labels == 0).any()
+        assert (out_image[out_labels == 0] <= 0.5 + 1e-6).all() and out_image.min() == 0.0
+        out_image, out_labels = transform(image, labels, np.random.default_rng(seed), **kwargs)
+        assert (out_labels == 5).all() and np.allclose(out_image, 1.0)
+    assert zeros == 6
+    if name == "rescale":  # a zoom out by 1.5: a ring of zeros all round
+        assert (out_labels[0, [0, -1]] == 5).all()
+        zoomed = transform(image, labels, np.random.default_rng(0), border="zero", **kwargs)[1][0]
+        assert (zoomed[[0, -1]] == 0).all() and (zoomed[:, [0, -1]] == 0).all() and zoomed[20, 20] == 5
+    with pytest.raises(PEAInputError, match="border"):
+        transform(image, labels, np.random.default_rng(0), border="wrap", **kwargs)
+
+
 def test_chain_crop_of_a_grey_2d_image_keeps_it_aligned():
     """The BBBC039V1 paper chain on a 3-channel grey image: crops of the crop size, channels
-    alike, image and labels aligned away from label edges, mirrored beyond the borders."""
-    from pea.config import load_config
+    alike, image and labels aligned away from label edges (rotation, rescale and elastic warp
+    read zeros beyond the region, which this crop's margin keeps out)."""
+    from pea.config import load_config, shipped_config
 
-    data = load_config(ROOT / "scripts_bbbc039v1" / "config" / "bbbc039v1.yaml").DATA
+    data = load_config(shipped_config("bbbc039v1")).DATA
     data.update(crop_size=[48, 48], augment_margin=[10, 10])
     crop = A.ChainCrop(data)
     labels = _labels((1, 64, 80), 8, np.int32)[0]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from pea.affinity import affinity_targets, embedding_affinity, offsets_from_shifts
 from pea import settings
-from pea.config import load_config, make_config
+from pea.config import load_config, make_config, shipped_config
 from pea.data import bbbc039, get_reader
 from pea.data.common import pad_to, padded_shape
 from pea.errors import PEAInputError
@@ -44,7 +44,7 @@ def listed(data_dir, name):
 
 
 def test_configs_hold_the_paper_settings():
-    cfg = load_config(SCRIPTS / "config" / "bbbc039v1.yaml")
+    cfg = load_config(shipped_config("bbbc039v1"))
     assert cfg.DATA.shifts == SHIFTS and cfg.TEST.strides == [10, 10] and cfg.DATA.crop_size == [256, 256]
     assert cfg.TRAIN.batch_size == 8 and cfg.LOSS.mask_weight == 1000 and cfg.MODEL.in_channels == 3
     assert cfg.TEST.mask == "pred" and cfg.TRAIN.select_metric == "aji"
@@ -52,7 +52,7 @@ def test_configs_hold_the_paper_settings():
     assert (cfg.DATA.normalize, cfg.DATA.percentiles, cfg.DATA.channels) == ("none", [0, 100], 3)
     assert cfg.DATA.padded_size == [704, 704] and cfg.DATA.pad_mode == "zero"
     assert (cfg.TEST.fg_min_size, cfg.TEST.fg_connectivity) == (25, 2)
-    demo = load_config(SCRIPTS / "config" / "bbbc039v1_demo.yaml")
+    demo = load_config(shipped_config("bbbc039v1_demo"))
     assert demo.DATA.dataset == "bbbc039v1" and demo.TEST.mask == "pred" and demo.MODEL.in_channels == 1  # the project input
     assert get_reader("bbbc039v1") is bbbc039
 
@@ -205,7 +205,7 @@ def test_predicted_mask_drops_specks():
 
 def test_ground_truth_affinities_recover_the_labels(tmp_path):
     """Ground-truth affinities and foreground through Mutex Watershed and merging."""
-    test = settings.segment_options(load_config(SCRIPTS / "config" / "bbbc039v1.yaml").TEST)
+    test = settings.segment_options(load_config(shipped_config("bbbc039v1")).TEST)
     offsets = offsets_from_shifts(SHIFTS)
     generate_bbbc039(tmp_path, seed=9, n_train=0, n_valid=0, n_test=2)  # full size, 520x696
     for s in bbbc039.load_split(data_cfg(tmp_path), "test"):
@@ -229,7 +229,8 @@ def test_training_and_test_inference(tiny_data, tmp_path):
     assert train_main(SCRIPTS, args) == 0
     log = (models / "tiny" / "log.txt").read_text().splitlines()
     losses = [float(line.split()[3]) for line in log if line.startswith("iter ")]
-    assert len(losses) == 12 and np.mean(losses[-3:]) < np.mean(losses[:3])
+    # the last 3 iterations' mean is 0.58 of the first 3's; without the optimiser step 1.16
+    assert len(losses) == 12 and np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
     assert any(line.startswith("valid 12 aji=") for line in log)
     assert (models / "tiny" / "best.ckpt").is_file()
 
@@ -251,7 +252,7 @@ def test_training_and_test_inference(tiny_data, tmp_path):
 
 
 def test_the_authors_input_min_max_three_channels_zero_padding(tiny_data):
-    data = load_config(SCRIPTS / "config" / "bbbc039v1.yaml").DATA
+    data = load_config(shipped_config("bbbc039v1")).DATA
     data.data_dir = str(tiny_data)
     sample = bbbc039.load_split(data, "test")[0]
     raw = tifffile.imread(tiny_data / "images" / f"{sample.name}.tif").astype(np.float32)

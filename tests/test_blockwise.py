@@ -13,7 +13,8 @@ from checkpoints import EM_OVERRIDE, project_checkpoint
 from scipy import ndimage
 
 from pea.affinity import EM_OFFSETS
-from pea.blockwise import Executor, Job, dask_client, halo_box, segment_blockwise
+from pea.blockrun import Executor, dask_client
+from pea.blockwise import Job, halo_box, segment_blockwise
 from pea.checkpoint import load_checkpoint, model_from_checkpoint
 from pea.config import make_config
 from pea.inference import predict
@@ -22,6 +23,7 @@ from pea.postprocess import WATERZ_SCORE, fragments_3d, merge_small_objects, mul
 from pea.regiongraph import (ALL_COUNT, ALL_SUM, NN_COUNT, NN_SUM, edge_statistics, face_edges,
                              mean_affinity_agglomeration, merge_edges, merge_small_segments, multicut_labels)
 from pea.settings import predict_options
+from pea.stitch import mutex_blockwise
 from pea.windows import WindowGrid, read_reflected
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -155,14 +157,15 @@ def em_run(tmp_path_factory):
 
 def _job(tmp, cfg, name, **test):
     cfg = {**cfg, "TEST": {**cfg["TEST"], **test}}
-    return Job(str(tmp / "raw.h5") + ":raw", str(tmp / name), str(tmp / "em.ckpt"), cfg, (10, 40, 48), (5, 20, 24), "cpu")
+    return Job.from_config(cfg, input=str(tmp / "raw.h5") + ":raw", output=str(tmp / name),
+                           checkpoint=str(tmp / "em.ckpt"), shape=(10, 40, 48), block=(5, 20, 24), device="cpu")
 
 
 @pytest.mark.parametrize("fragments", ["official", "project"])
 def test_blockwise_segmentation_equals_the_whole_volume_for_the_same_fragments(em_run, fragments):
     tmp, cfg, raw, affs = em_run
-    job = _job(tmp, cfg, f"{fragments}.zarr", fragments=fragments, small_objects=[30], merge_rule="contact")
-    found = segment_blockwise(job, ["waterz", "lmc"], Executor(progress=False))
+    job = _job(tmp, cfg, f"{fragments}.zarr", fragments=fragments)
+    found = segment_blockwise(job, ["waterz", "lmc"], Executor(progress=False), small_objects=[30])
     out = zarr.open_group(job.output, mode="r")
     np.testing.assert_allclose(out["affinities"][:], affs, rtol=0, atol=1e-5)
     frags = out["fragments"][:]
@@ -174,6 +177,17 @@ def test_blockwise_segmentation_equals_the_whole_volume_for_the_same_fragments(e
     else:
         mc = multicut_segment(affs, EM_OFFSETS, fragments=frags)
     assert same_partition(out["segmentation_lmc"][:], merge_small_objects(mc, [30], "contact"))
+
+
+def test_blockwise_mutex_watershed_is_the_stitched_block_segmentation(em_run):
+    tmp, cfg, raw, affs = em_run
+    job = _job(tmp, cfg, "mutex.zarr")
+    found = segment_blockwise(job, ["mutex", "waterz"], Executor(progress=False))
+    out = zarr.open_group(job.output, mode="r")
+    assert out.attrs["arrays"] == {"mutex": "segmentation", "waterz": "segmentation_waterz"}
+    expected = mutex_blockwise(out["affinities"][:], EM_OFFSETS, job.block, strides=job.strides)
+    np.testing.assert_array_equal(out["segmentation"][:], expected)
+    assert found["mutex"] == expected.max() and job.strides == tuple(cfg["TEST"]["strides"])
 
 
 def _on_cluster(em_run, workers: int, processes: bool):

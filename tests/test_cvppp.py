@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pea.config import load_config, make_config
+from pea.config import load_config, make_config, shipped_config
 from pea.data import cvppp
 from pea.data.common import pad_to, padded_shape
 from pea.errors import PEAInputError
@@ -56,7 +56,9 @@ def test_reader_splits_and_scaling(tiny_data):
     s = valid[0]
     label_png = np.asarray(Image.open(tiny_data / "train" / f"{s.name}_label.png"))
     np.testing.assert_array_equal(s.gt, label_png)
-    assert s.image.shape == (80, 72, 3) and s.image.dtype == np.float32 and 0 <= s.image.min() <= s.image.max() <= 1
+    assert s.image.shape == (80, 72, 3) and s.image.dtype == np.float32
+    rgb_png = np.asarray(Image.open(tiny_data / "train" / f"{s.name}_rgb.png"))
+    np.testing.assert_allclose(s.image, rgb_png / 255.0, rtol=0, atol=1e-6)  # the pixels, in RGB order
     np.testing.assert_array_equal(s.fg, label_png > 0)
     assert test[0].labels is None and test[0].fg is not None
     half = cvppp.load_split(make_config({"DATA": {"dataset": "cvppp", "data_dir": str(tiny_data), "scale": 0.5}}).DATA, "validation")
@@ -82,8 +84,8 @@ def test_config_unknown_key_is_an_error(tmp_path):
     path.write_text("TRAIN:\n  iteratons: 5\n")
     with pytest.raises(PEAInputError, match="TRAIN.iteratons"):
         load_config(path)
-    assert load_config(SCRIPTS / "config" / "cvppp.yaml").DATA.shifts == [1, 3, 5, 9, 27]
-    assert load_config(SCRIPTS / "config" / "cvppp_demo.yaml").NAME == "cvppp_demo"
+    assert load_config(shipped_config("cvppp")).DATA.shifts == [1, 3, 5, 9, 27]
+    assert load_config(shipped_config("cvppp_demo")).NAME == "cvppp_demo"
 
 
 def _read_log(run_dir):
@@ -152,7 +154,9 @@ def test_loss_falls_quickly(tiny_data, tmp_path):
     args = ["-c=cvppp_demo", "--run", "fall"] + tiny_overrides(tiny_data, models, tmp_path / "inf", iterations=12)
     assert train_main(SCRIPTS, args + ["--set", "TRAIN.valid_every=100"]) == 0
     losses = _read_log(models / "fall")
-    assert np.mean(losses[-3:]) < np.mean(losses[:3])
+    # the last 3 iterations' mean is 0.65 of the first 3's; without the optimiser step 1.00
+    # (a plain "lower" would pass by that 0.1% of chance)
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
 
 
 def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):
@@ -161,7 +165,7 @@ def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):
     from pea.inference import segment
     from pea.settings import segment_options
 
-    cfg = load_config(SCRIPTS / "config" / "cvppp.yaml")
+    cfg = load_config(shipped_config("cvppp"))
     offsets = offsets_from_shifts(cfg.DATA.shifts)
     rng = np.random.default_rng(5)
     from pea.synth.cvppp import make_plant
@@ -171,3 +175,14 @@ def test_postprocessing_reaches_sbd_on_generated_images(tiny_data):
         target, _ = affinity_targets(torch.from_numpy(labels.astype(np.int64))[None], offsets)
         seg = segment(target[0].numpy(), offsets, mask=labels > 0, **segment_options(cfg.TEST).partition_args())["mutex"]
         assert symmetric_best_dice(seg, labels) >= 0.99
+
+
+def test_crop_padding_last_partitions_at_the_images_own_resolution():
+    """TEST.crop_padding last merges on the padded image in original pixels: an image read at
+    another scale is a one-line error naming the key (before any prediction)."""
+    from pea.data.common import Sample
+    from pea.inference import SegmentOptions, segment_sample
+
+    sample = Sample("plant001", np.zeros((10, 12, 3), np.float32), shape=(20, 24))
+    with pytest.raises(PEAInputError, match="plant001: TEST.crop_padding 'last'.*DATA.scale 1"):
+        segment_sample(None, sample, [(-1, 0), (0, -1)], segment_options=SegmentOptions(crop_padding="last"))

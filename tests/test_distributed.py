@@ -50,3 +50,7 @@ def test_main_py_under_torchrun(tiny_cvppp, tmp_path):
     done = torchrun(2, "main.py", "-c=cvppp_demo", *sum((["--set", s] for s in sets), []), cwd=ROOT / "scripts_cvppp")
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "cvppp_demo" / "last.ckpt").is_file() and (tmp_path / "cvppp_demo" / "best.ckpt").is_file()
+    # rank 0 alone speaks: one start line naming the two processes, one run folder line
+    said = done.stdout + done.stderr
+    assert said.count("training cvppp_demo on cpu with 2 process(es)") == 1
+    assert said.count("run folder:") == 1 and said.count("threads:") == 1

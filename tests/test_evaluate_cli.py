@@ -159,6 +159,19 @@ def test_single_pair_json(tmp_path, pea_main, capsys, ext):
     assert list(out) == ["sbd", "dic", "abs_dic", "voi_split", "voi_merge", "voi"]
 
 
+def test_aji_ids_flag(tmp_path, pea_main, capsys):
+    """--aji-ids range: the AJI over gt ids 1..max, a missing id 1 taking prediction 1."""
+    gt = np.zeros((4, 12), np.uint8)
+    gt[:, :3], gt[:, 3:6] = 2, 3
+    pred = np.zeros_like(gt)
+    pred[:, :3], pred[:, 8:] = 1, 2
+    p, g = write(tmp_path / "pred.npy", pred), write(tmp_path / "gt.npy", gt)
+    for ids in ("present", "range"):
+        assert pea_main(p, g, "--json", "--metrics", "aji", "--aji-ids", ids) == 0
+        assert json.loads(capsys.readouterr().out) == {"aji": M.aggregated_jaccard_index(pred, gt, ids=ids)}
+    assert M.aggregated_jaccard_index(pred, gt, ids="range") != M.aggregated_jaccard_index(pred, gt)
+
+
 def test_single_pair_all_metrics_text(tmp_path, pea_main, capsys):
     pred, gt = label_pair(4)
     vol_p, vol_g = np.stack([pred, gt, pred]), np.stack([gt, gt, pred])

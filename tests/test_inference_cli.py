@@ -5,7 +5,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from pea.config import load_config
+from pea.config import load_config, shipped_config
 from pea.inference_cli import _apply_image_flags, image_inference_main, image_parser, volume_parser
 from pea.synth.cvppp import generate_cvppp
 
@@ -32,7 +32,7 @@ def test_image_flags_have_the_authors_meanings():
                                              "-sd=7", "-nb=8", "-sf=1,3"])
     assert (args.save, args.show, args.if_sbd, args.show_embedding, args.norm_embedding) == (
         True, False, False, True, True)
-    cfg = load_config(ROOT / "scripts_cvppp" / "config" / "cvppp.yaml")
+    cfg = load_config(shipped_config("cvppp"))
     _apply_image_flags(cfg, args)
     assert (cfg.TEST.strides, cfg.DATA.neighbor, cfg.DATA.shifts) == ([7, 7], 8, [1, 3])
     args = image_parser().parse_args(BASE + ["-m=test", "--partitioner", "mutex,waterz"])

@@ -1,7 +1,6 @@
 """The loss composition (SCM + CCM + EPM, the offsets at each pyramid level, the loss scale
 and the class-weight rule) against the straightforward NumPy reference of tests/reference.py,
 a hand-computed tiny batch, and the foreground head's class weights."""
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,11 +10,10 @@ import torch.nn.functional as F
 from pea.affinity import EM_OFFSETS, offsets_from_shifts
 from pea.settings import offsets as resolve_offsets
 from pea import settings
-from pea.config import load_config, make_config
+from pea.config import load_config, make_config, shipped_config
 from pea.losses import PEALoss
 from reference import level_loss, nearest
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _blobs(rng, batch, shape, ids=4):
@@ -46,13 +44,16 @@ CASES = {
                  background="same", inplane=False),
     "3d": dict(shape=(4, 32, 32), offsets=EM_OFFSETS, group=3, epm=[3, 2, 1, 1], background="none", inplane=True),
     # the authors' objectives: 2D H x the per-pixel mean with pairs leaving the image as ones;
-    # 3D the per-voxel mean, leaving pairs as zeros, the 3 nearest offsets at every level
+    # 3D each channel over its pairs inside, leaving pairs as zeros (on the pyramid levels as
+    # the label's foreground), the 3 nearest offsets at every level
     "2d-official": dict(shape=(32, 48), offsets=offsets_from_shifts([1, 3, 5, 9, 27]), group=2, epm=[4, 3, 2, 1],
                         background="same", inplane=False, normalize="width", outside="one"),
     "3d-official": dict(shape=(4, 32, 32), offsets=EM_OFFSETS, group=3, epm=[1, 1, 1, 1], background="none",
-                        inplane=True, normalize="mean", outside="zero"),
+                        inplane=True, normalize="pairs", outside="zero", epm_outside="foreground"),
+    "3d-mean": dict(shape=(4, 32, 32), offsets=EM_OFFSETS, group=3, epm=[1, 1, 1, 1], background="none",
+                    inplane=True, normalize="mean", outside="zero"),
 }
-OUTSIDE = {"ignore": None, "one": 1, "zero": 0}
+OUTSIDE = {"ignore": None, "one": 1, "zero": 0, "foreground": "foreground"}
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -64,8 +65,9 @@ def test_loss_composition_matches_reference(case):
     emb2 = _pyramid(rng, 2, c["shape"], inplane_only=c["inplane"])
     weights = {"scm_weight": 1.5, "ccm_weight": 0.7, "epm_weight": 2.0}
     norm, outside = c.get("normalize", "mean"), c.get("outside", "ignore")
+    epm_outside = c.get("epm_outside", outside)
     loss = PEALoss(c["offsets"], c["group"], epm_groups=c["epm"], background=c["background"], normalize=norm,
-                   outside_pairs=outside, **weights)
+                   outside_pairs=outside, epm_outside_pairs=c.get("epm_outside"), **weights)
     as_torch = lambda levels: {"embeddings": [torch.from_numpy(e).float() for e in levels],  # noqa: E731
                                "foreground": None}
     total, parts = loss(as_torch(emb), torch.from_numpy(labels), as_torch(emb2))
@@ -78,37 +80,46 @@ def test_loss_composition_matches_reference(case):
     for level, groups in zip(emb[1:], c["epm"]):
         # level k: the first `groups` shift groups, on nearest-downsampled labels
         offsets = c["offsets"][: groups * c["group"]]
-        epm += level_loss(level, nearest(labels, level.shape[2:]), offsets, **ref)
+        epm += level_loss(level, nearest(labels, level.shape[2:]), offsets, **dict(ref, outside=OUTSIDE[epm_outside]))
     expected = {"scm": 1.5 * scm, "ccm": 0.7 * ccm, "epm": 2.0 * epm}
     assert parts == pytest.approx(expected, rel=1e-5)
     assert float(total) == pytest.approx(sum(expected.values()), rel=1e-5)
 
 
 def _tiny_case(normalize, outside):
-    """Labels [[1, 1, 2, 2], [1, 1, 2, 2]] (B = 1, H = 2, W = 4), offsets (-1, 0) and (0, -1),
+    """Labels [[1, 1, 2, 2], [0, 0, 2, 2]] (B = 1, H = 2, W = 4), offsets (-1, 0) and (0, -1),
     one embedding everywhere (every affinity 1, so only target-0 pairs err, by 1 each), and a
     1/2 level of one row [1, 2]."""
-    labels = torch.tensor([[[1, 1, 2, 2], [1, 1, 2, 2]]])
+    labels = torch.tensor([[[1, 1, 2, 2], [0, 0, 2, 2]]])
     full, half = torch.ones(1, 3, 2, 4), torch.ones(1, 3, 1, 2)
     out = {"embeddings": [full, half], "foreground": None}
     loss = PEALoss([(-1, 0), (0, -1)], 2, epm_groups=[1], normalize=normalize, outside_pairs=outside)
     return {k: float(v) for k, v in loss(out, labels, out)[1].items()}
 
 
-@pytest.mark.parametrize("normalize, outside, scm", [
-    # (0, -1): 6 pairs inside (4 ones, 2 zeros), 2 leave the image. Counted as ones:
-    # f = 6/8 = 0.75, zeros weigh 3, sum 6, / (B x W = 4) = 1.5 (or / (B x H x W = 8)).
-    ("width", "one", 6 / 4),
-    ("mean", "one", 6 / 8),
-    ("mean", "ignore", 4 / 8),  # f = 4/6: zeros weigh 2
-    ("mean", "zero", 2 / 8),  # f = 4/8: weights 1
+@pytest.mark.parametrize("normalize, outside, scm, epm", [
+    # Background (0, 0) in the second row. (-1, 0): 4 pairs inside, 2 ones (column 2, 3) and 2
+    # zeros (label 1 over background); 4 leave the image (the first row: labels 1, 1, 2, 2).
+    # (0, -1): 6 pairs inside, 4 ones ((1, 1), (2, 2) twice, (0, 0)) and 2 zeros; 2 leave (the
+    # first column: labels 1, 0).
+    # Leaving pairs as ones: (-1, 0) f = 6/8, zeros weigh 3: 6; (0, -1) f = 6/8: 6. Sum 12,
+    # / (B x W = 4) = 3 (or / (B x H x W = 8) = 1.5).
+    ("width", "one", 12 / 4, 0.5),
+    ("mean", "one", 12 / 8, 0.5),
+    ("mean", "ignore", (2 + 4) / 8, 0.5),  # f = 2/4: weights 1; f = 4/6: zeros weigh 2
+    ("mean", "zero", (2 + 2) / 8, 0.5),  # f = 2/8, 4/8: weights 1
+    # as the label's foreground: (-1, 0) 4 more ones, f = 6/8: 6; (0, -1) 1 more, f = 5/8: 2 x 5/3
+    ("mean", "foreground", (6 + 10 / 3) / 8, 0.5),
+    # each offset over its own pairs: 2/4 + 2/6 (zero); the 1/2 level's one pair: 1/1
+    ("pairs", "zero", 2 / 4 + 2 / 6, 1.0),
 ])
-def test_tiny_batch_by_hand(normalize, outside, scm):
+def test_tiny_batch_by_hand(normalize, outside, scm, epm):
     parts = _tiny_case(normalize, outside)
     assert parts["scm"] == pytest.approx(scm) and parts["ccm"] == pytest.approx(scm)
-    # the 1/2 level: (-1, 0) has no pair inside; (0, -1) one pair inside (a zero, error 1) and
-    # one leaving: f = 1/2 (one), 0 (ignore, zero) -> 0.05: zeros weigh 1 either way; / 2
-    assert parts["epm"] == pytest.approx(0.5)
+    # the 1/2 level [1, 2]: (-1, 0) has no pair inside; (0, -1) one pair inside (a zero, error
+    # 1) and one leaving (label 1): f = 1/2 (one, foreground), 0 (ignore, zero) -> 0.05: zeros
+    # weigh 1 either way; / 2 (B x pixels) or / 1 (pairs)
+    assert parts["epm"] == pytest.approx(epm)
 
 
 def test_foreground_head_weights_from_the_batch():
@@ -130,15 +141,23 @@ def test_foreground_head_weights_from_the_batch():
 
 
 def test_paper_config_3d_levels_use_only_the_nearest_offsets():
-    cfg = load_config(ROOT / "scripts_ac3ac4" / "config" / "ac3ac4.yaml")
+    cfg = load_config(shipped_config("ac3ac4"))
     offsets, group = resolve_offsets(cfg.DATA)
     levels = settings.loss(cfg, offsets, group).level_offsets()
     assert levels == [[(-1, 0, 0), (0, -1, 0), (0, 0, -1)]] * 4
 
 
-@pytest.mark.parametrize("config", ["scripts_cvppp/config/cvppp.yaml", "scripts_bbbc039v1/config/bbbc039v1.yaml"])
+@pytest.mark.parametrize("config, expected", [("ac3ac4", ("pairs", "zero", "foreground")),
+                                              ("ac3ac4_project", ("mean", "ignore", "ignore"))])
+def test_3d_configs_state_the_loss_scale_and_class_weights(config, expected):
+    cfg = load_config(shipped_config(config))
+    loss = settings.loss(cfg, *resolve_offsets(cfg.DATA))
+    assert (loss.normalize, loss.outside, loss.epm_outside) == expected
+
+
+@pytest.mark.parametrize("config", ["cvppp", "bbbc039v1"])
 def test_paper_configs_2d_state_the_authors_objective(config):
-    loss = load_config(ROOT / config).LOSS
+    loss = load_config(shipped_config(config)).LOSS
     assert (loss.normalize, loss.outside_pairs, loss.ccm_view, loss.ccm_pass, loss.ccm_detach) == \
         ("width", "one", "official", "separate", True)
     assert loss.epm_groups == [4, 3, 2, 1]

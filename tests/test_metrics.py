@@ -458,3 +458,76 @@ def test_fixture_metrics_of_the_paper_code():
         assert list(out) == ["aji", "dice", "dq", "pq_official", "sq_official"]
         got = [out["aji"], out["dq"], out["sq_official"], out["pq_official"], out["dice"]]
         np.testing.assert_allclose(got, [aji, dq, sq, pq, dice], rtol=0, atol=1e-9, err_msg=f"case {case}")
+
+
+def bf_aji_range(pred, gt):
+    """The paper code's loop as its outputs show it (tests/data/official/round2/README.md):
+    literal gt ids 1..max(gt) and prediction ids 1..max(pred), missing ones empty; a taken
+    prediction scores (0, |gt object|); IoU = I / U, 0/0 = nan; np.argmax takes the first nan,
+    else the first maximum; predictions never taken add their areas."""
+    n_pred = int(pred.max())
+    taken = np.zeros(n_pred + 1, bool)
+    inter = union = 0
+    for g in range(1, int(gt.max()) + 1):
+        m = gt == g
+        cand = [(0, m.sum()) if taken[p] else ((m & (pred == p)).sum(), (m | (pred == p)).sum())
+                for p in range(1, n_pred + 1)]
+        with np.errstate(invalid="ignore"):
+            iou = np.array([i for i, _ in cand], float) / np.array([u for _, u in cand], float)
+        hit = int(np.argmax(iou))
+        inter, union = inter + cand[hit][0], union + cand[hit][1]
+        taken[hit + 1] = True
+    union += sum((pred == p).sum() for p in range(1, n_pred + 1) if not taken[p])
+    return inter / union
+
+
+def gapped(rng, x):
+    """`x` (ids 0..n) with its ids spread over 1..2n + 2 in order, id 1 kept or not at random."""
+    n = int(x.max())
+    ids = np.sort(rng.choice(np.arange(2, 2 * n + 3), n, replace=False))
+    if rng.random() < 0.5:
+        ids[0] = 1
+    return np.concatenate([[0], ids])[x]
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_aji_over_the_id_range_matches_the_reference_loop(seed):
+    rng = np.random.default_rng(seed)
+    pred, gt = (compact(x) for x in random_pair(seed, (int(rng.integers(12, 30)), int(rng.integers(12, 30)))))
+    if gt.max() == 0 or pred.max() == 0:
+        return
+    if seed % 3:
+        gt = gapped(rng, gt)
+    if seed % 2:
+        pred = gapped(rng, pred)
+    assert M.aggregated_jaccard_index(pred, gt, ids="range") == pytest.approx(bf_aji_range(pred, gt), abs=1e-12)
+    assert M.evaluate(pred, gt, "aji", aji_ids="range")["aji"] == M.aggregated_jaccard_index(pred, gt, ids="range")
+
+
+def test_aji_over_the_id_range_by_hand():
+    """gt ids 2 and 3 (1 missing), predictions 1 (on gt 2) and 2 (elsewhere). The empty gt 1
+    takes prediction 1 (IoU 0 with every free prediction, no nan yet), so gt 2 finds no free
+    overlapping prediction and takes the first, already taken: (0, |gt 2|)."""
+    gt = np.zeros((4, 12), np.uint8)
+    gt[:, :3], gt[:, 3:6] = 2, 3
+    pred = np.zeros_like(gt)
+    pred[:, :3], pred[:, 8:] = 1, 2
+    # range: I 0; U |p1| 12 + |g2| 12 + |g3| 12 (fallback, p1 taken) + |p2| 16 never taken
+    assert M.aggregated_jaccard_index(pred, gt, ids="range") == pytest.approx(0 / (12 + 12 + 12 + 16))
+    # present: gt 2 takes p1 (I 12, U 12); gt 3 overlaps nothing free: U 12 (p1 taken); p2 16
+    assert M.aggregated_jaccard_index(pred, gt) == pytest.approx(12 / (12 + 12 + 16))
+    with pytest.raises(ValueError, match="aji_ids"):
+        M.aggregated_jaccard_index(pred, gt, ids="all")
+
+
+def test_aji_over_the_id_range_without_prediction_1():
+    """gt 1 overlaps no prediction and the prediction ids are 2 and 3: its fallback is the
+    missing prediction 1 (adds |gt 1| only), so prediction 2 stays free for gt 2; counting the
+    ids present, the fallback takes prediction 2 (the smallest) and gt 2 finds it taken."""
+    gt = np.zeros((4, 12), np.uint8)
+    gt[:, :3], gt[:, 6:9] = 1, 2
+    pred = np.zeros_like(gt)
+    pred[:, 6:9], pred[:, 10:] = 2, 3
+    assert M.aggregated_jaccard_index(pred, gt, ids="range") == pytest.approx(12 / (12 + 12 + 8))
+    assert bf_aji_range(pred, gt) == pytest.approx(12 / (12 + 12 + 8))
+    assert M.aggregated_jaccard_index(pred, gt) == pytest.approx(0 / (24 + 12 + 8))

@@ -68,11 +68,13 @@ def test_samples_independent_in_eval():
             torch.testing.assert_close(a[1:2], b, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("backbone, target, tol", [("resunet", 4.7e6, 0.02), ("resnet50", 15.3e6, 0.05), ("resnet101", 34.3e6, 0.05)])
-def test_parameter_counts(backbone, target, tol):
+# the paper's counts, given to 0.1M: within one unit of that last digit (measured 4.713M, 15.359M,
+# 34.351M); a ResNet decoder of widths [32, 64, 128, 192] instead of 216 (-0.59M) passed the 5% of before
+@pytest.mark.parametrize("backbone, target", [("resunet", 4.7e6), ("resnet50", 15.3e6), ("resnet101", 34.3e6)])
+def test_parameter_counts(backbone, target):
     model = build_model({"backbone": backbone, "in_channels": 3, "fg_head": True})
     n = sum(p.numel() for p in model.parameters())
-    assert abs(n - target) <= tol * target, n
+    assert abs(n - target) <= 0.1e6, n
 
 
 def test_resnet101_differs_from_resnet50_by_17_layer3_blocks():

@@ -41,6 +41,7 @@ def test_a_volume_container_becomes_ome_zarr_without_changing_data(tmp_path, zar
     path = tmp_path / "out.zarr"
     container(path, zarr_format, affs, labels)
     to_ngff(path, ["segmentation", "fragments"], [30.0, 6.0, 4.0])
+    to_ngff(path, ["segmentation", "fragments"], [30.0, 6.0, 4.0])  # again (a conversion cut short is completed)
 
     nodes = read(path)
     specs, data, transforms = nodes[""]

@@ -12,8 +12,8 @@ from pea.config import make_config
 from pea.inference import finish, partition
 from pea.settings import segment_options
 from pea.metrics import symmetric_best_dice
-from pea.postprocess import (dt_watershed_fragments, maxima_fragments, merge_small_objects, mutex_watershed,
-                             official_multicut, waterz_segment)
+from pea.postprocess import (dt_watershed_fragments, fortran_numbering, maxima_fragments, merge_small_objects,
+                             mutex_watershed, official_multicut, waterz_segment)
 
 OFFICIAL = Path(__file__).resolve().parent / "data" / "official"
 WINDOW_PASSES = {"cvppp": [(5, 5), (20, 11), (50, 11), (300, 21)],
@@ -55,6 +55,28 @@ def test_mutex_watershed_with_strides_on_blobs():
     labels = connected(labels, background=0, connectivity=1)
     seg = mutex_watershed(_gt_affs(labels, offsets), offsets, [5, 5], mask=labels > 0)
     assert symmetric_best_dice(seg, labels) > 0.99
+
+
+def test_fortran_numbering_by_hand():
+    """Ids 1..n in order of first appearance scanning the first axis fastest (column by column
+    in 2D), 0 kept; in 3D the first axis is the fastest too."""
+    seg = np.array([[0, 50, 50, 9], [70, 0, 9, 9], [70, 30, 30, 0]])
+    np.testing.assert_array_equal(fortran_numbering(seg), [[0, 2, 2, 4], [1, 0, 4, 4], [1, 3, 3, 0]])
+    vol = np.zeros((2, 2, 2), int)
+    vol[1, 0, 0], vol[0, 1, 0], vol[0, 0, 1] = 8, 6, 7  # met in the order (1,0,0), (0,1,0), (0,0,1)
+    assert [fortran_numbering(vol)[i] for i in [(1, 0, 0), (0, 1, 0), (0, 0, 1)]] == [1, 2, 3]
+
+
+def test_mutex_watershed_numbering():
+    labels = np.zeros((20, 20), np.int64)
+    labels[2:9, 12:18], labels[11:18, 2:9], labels[11:18, 12:18] = 1, 2, 3
+    offsets = offsets_from_shifts([1, 3])
+    fortran = mutex_watershed(_gt_affs(labels, offsets), offsets, [1, 1], mask=labels > 0, numbering="fortran")
+    # column by column: object 2 (from column 2), then 1 and 3 (column 12, rows 2 and 11)
+    np.testing.assert_array_equal(fortran, np.array([0, 2, 1, 3])[labels])
+    assert _same_partition(mutex_watershed(_gt_affs(labels, offsets), offsets, [1, 1], mask=labels > 0), labels)
+    with pytest.raises(ValueError, match="numbering"):
+        mutex_watershed(_gt_affs(labels, offsets), offsets, [1, 1], numbering="c")
 
 
 def test_merge_small_objects():
@@ -168,6 +190,23 @@ def test_official_multicut_reproduces_the_paper_code(official_3d):
     affs = official_3d["affs"]
     np.testing.assert_array_equal(dt_watershed_fragments(affs), official_3d["lmc_fragments"])
     assert _one_to_one(official_multicut(affs, EM_OFFSETS), official_3d["lmc"])
+
+
+def test_median_scoring_is_the_authors_validation_waterz(official_3d):
+    """waterz_scoring median: the scoring function of the authors' AC3/AC4 validation
+    (scripts_ac3ac4/main.py), on the same fragments; it merges otherwise than the mean."""
+    import waterz
+
+    affs = official_3d["affs"]
+    frags = maxima_fragments(affs)
+    expected = next(iter(waterz.agglomerate(
+        np.ascontiguousarray(affs[:3]), [0.5], fragments=frags.astype(np.uint64), discretize_queue=256,
+        scoring_function="OneMinus<HistogramQuantileAffinity<RegionGraphType, 50, ScoreValue, 256>>")))
+    median = partition(affs, EM_OFFSETS[:3], ["waterz"], fragments="official", waterz_scoring="median")["waterz"]
+    assert _one_to_one(median, expected)
+    assert not _one_to_one(median, official_3d["waterz"])  # the mean scoring's result
+    with pytest.raises(ValueError, match="waterz scoring"):
+        partition(affs, EM_OFFSETS[:3], ["waterz"], waterz_scoring="max")
 
 
 # -- the config keys select the variants ------------------------------------------------------

@@ -15,6 +15,7 @@ from checkpoints import EM_OVERRIDE, project_checkpoint
 from PIL import Image
 from scipy import ndimage
 
+import pea
 from pea.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,16 +51,30 @@ def ckpt_2d(tmp_path_factory):
 SIZES = {"rgb": (70, 90), "rgba": (48, 40), "grey16": (64, 50), "photo": (33, 47)}
 
 
+def _unit_rgb(path: Path) -> np.ndarray:
+    """The file as the network's RGB input in [0, 1], read here: 8 bits over 255, alpha dropped,
+    16-bit grey over 65535 and repeated to 3 channels."""
+    if path.suffix == ".tif":
+        return np.repeat(tifffile.imread(path)[..., None].astype(np.float32) / 65535, 3, -1)
+    return np.asarray(Image.open(path))[..., :3].astype(np.float32) / 255
+
+
 def test_a_folder_of_images_with_a_project_checkpoint(images, ckpt_2d, tmp_path, capsys):
     out = tmp_path / "labels"
     argv = ["predict", "--model", str(ckpt_2d), "--input", str(images), "--output", str(out), "--device", "cpu"]
     assert main(argv + ["--save-affinities"]) == 0
     assert "without a mask" in capsys.readouterr().err  # cvppp's TEST.mask gt: no ground truth here
-    for stem, shape in SIZES.items():
+    model = pea.load_model(ckpt_2d)
+    files = sorted(p for p in images.iterdir() if p.stem in SIZES)
+    assert len(files) == len(SIZES)
+    for path in files:
+        stem, shape = path.stem, SIZES[path.stem]
         seg = tifffile.imread(out / f"{stem}.tif")
         assert seg.shape == shape and seg.dtype == np.uint16 and seg.max() >= 1
         affs = tifffile.imread(out / f"{stem}_affinities.tif")  # at DATA.scale 0.5, 10 channels
         assert affs.shape == (10, round(shape[0] / 2), round(shape[1] / 2)) and affs.dtype == np.float32
+        # the pixels reached the network as they are in the file
+        np.testing.assert_allclose(affs, pea.affinities(model, _unit_rgb(path), scale=model.scale), rtol=0, atol=1e-5)
     assert not list(out.glob(".*"))
     glob_out = tmp_path / "png"
     assert main(argv + ["--partitioner", "mutex", "--input", str(images / "*.png"), "--output", str(glob_out)]) == 0
@@ -201,7 +216,8 @@ def test_bad_images_and_options_are_one_line_errors(images, ckpt_2d, volumes, tm
     assert main(base + ["--input", str(tmp_path / "nothing")]) == 2
     tmp, _ = volumes
     assert main(base + ["--input", str(images), "--partitioner", "waterz"]) == 2
-    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "o.zarr", "--partitioner", "mutex") == 2
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "o.zarr", "--small-objects", "[[5, 5]]",
+                           "--merge-rule", "window") == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pea predict: error:")]
     assert ["cannot read image" in lines[0], "no such folder" in lines[1], "2D images take mutex" in lines[2],
             "--whole" in lines[3]] == [True] * 4
@@ -213,10 +229,21 @@ def test_bad_images_and_options_are_one_line_errors(images, ckpt_2d, volumes, tm
     assert not (tmp_path / "o.zarr").exists()
 
 
-def test_an_existing_output_is_replaced_whole(volumes, tmp_path):
+def test_an_existing_output_is_resumed_refused_or_overwritten(volumes, tmp_path, capsys):
     tmp, _ = volumes
     out = tmp_path / "seg.zarr"
     assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz,lmc") == 0
-    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz") == 0
+    first = zarr.open_group(out, mode="r")["labels/segmentation_lmc/0"][:]
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz,lmc") == 0  # the same run: done
+    assert "complete already" in capsys.readouterr().err
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz") == 2  # another run: refused
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "another partitioners" in err and "--overwrite" in err
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["labels/segmentation_lmc/0"][:], first)  # untouched
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz", "--overwrite") == 0
     assert "segmentation_lmc" not in zarr.open_group(out, mode="r")["labels"]
     assert [p.name for p in tmp_path.iterdir()] == ["seg.zarr"]
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "notes", "--overwrite") == 2  # not a container
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"

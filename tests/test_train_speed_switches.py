@@ -40,8 +40,9 @@ def _gradient(trainer) -> torch.Tensor:
 # the gradient, not the weights: one Adam step moves every weight by about lr whatever its
 # gradient, so weights after a step cannot tell a wrong gradient from a right one. This tiny
 # network's gradient is ill-conditioned (BatchNorm on batches of 4): float32 in channels_last
-# moves it by 0.001-0.1 depending on the data, bf16 by about 0.36, fp16 by 0.15; the gradient
-# of another batch lies 1.1-1.6 away, and the test checks that it fails the bound.)
+# moves it by 0.001-0.1 depending on the data, bf16 by 0.36-0.50 (0.496 for this batch, near
+# its bound), fp16 by 0.15; the gradient of another batch lies 1.1-1.6 away, and the test
+# checks that it fails the bound.)
 @pytest.mark.parametrize("switch, loss_tol, grad_tol", [({"amp": "bf16"}, 0.02, 0.5), ({"amp": "fp16"}, 0.02, 0.3),
                                                         ({"channels_last": True}, 1e-5, 0.2)])
 def test_switches_agree_with_float32(tiny_cvppp, tmp_path, switch, loss_tol, grad_tol):
@@ -50,7 +51,10 @@ def test_switches_agree_with_float32(tiny_cvppp, tmp_path, switch, loss_tol, gra
     loss, loss_other = _one_step(base), _one_step(other)
     assert loss_other == pytest.approx(loss, rel=loss_tol)
     g, g_other = _gradient(base), _gradient(other)
-    assert g.norm() > 0 and float((g_other - g).norm() / g.norm()) <= grad_tol
+    error = float((g_other - g).norm() / g.norm())
+    assert g.norm() > 0 and error <= grad_tol
+    # and half precision did run (measured 0.496 bf16, 0.152 fp16): an ignored amp passed the bound
+    assert error > 0.01 or "amp" not in switch
     # a wrong gradient of the same size fails the same bound: the step of another batch
     x, labels = list(base.train_loader(0))[1]
     base.step(x, labels)
@@ -69,11 +73,11 @@ def test_compile_falls_back_with_a_notice(tiny_cvppp, tmp_path, monkeypatch, cap
 
 @pytest.mark.slow
 def test_compiled_training_agrees_with_eager(tiny_cvppp, tmp_path):
-    """torch.compile (about a minute to compile on 2 CPU cores): the same loss within 1e-4."""
+    """torch.compile (about a minute to compile on 2 CPU cores): the same loss within 1e-4 and
+    the same gradient within a relative L2 error of 1e-3."""
     eager = _trainer(tiny_cvppp, tmp_path, "eager")
     compiled = _trainer(tiny_cvppp, tmp_path, "compiled", compile=True)
     assert compiled.net is not compiled.model  # compiled, not the fallback
     assert _one_step(compiled) == pytest.approx(_one_step(eager), rel=1e-4)
-    for a, b in zip(eager.model.state_dict().values(), compiled.model.state_dict().values()):
-        if a.is_floating_point():
-            assert (b - a).abs().max() <= 2e-3
+    g = _gradient(eager)
+    assert float((_gradient(compiled) - g).norm() / g.norm()) <= 1e-3

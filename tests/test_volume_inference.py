@@ -85,7 +85,11 @@ def test_segment_sample_runs_each_method_on_a_volume():
                "segment_options": SegmentOptions(strides=[1, 10, 10])}
     sample = Sample("v", volume, None, None, shape, None)
     out = segment_sample(PerVoxel().eval(), sample, EM_OFFSETS, methods=("waterz", "lmc", "mutex"), **options)
-    assert out["affs"].shape == (12,) + shape and out["fg"] is None
+    assert out["affs"].shape == (12,) + shape and out["fg"] is None and out["mask"] is None
+    # the windows of the options: the whole pass where some window holds both voxels, else 0
+    covered = _covered(shape, (6, 20, 20), (2, 8, 8), EM_OFFSETS)
+    np.testing.assert_allclose(out["affs"], _whole_pass(PerVoxel().eval(), volume, EM_OFFSETS) * covered,
+                               rtol=0, atol=2e-6)
     assert set(out["seg"]) == {"waterz", "lmc", "mutex"}
     for seg in out["seg"].values():
         assert seg.shape == shape and seg.min() >= 1  # every voxel belongs to a segment
@@ -162,4 +166,6 @@ def test_window_batches_and_bf16_agree_with_one_window_in_fp32(blend):
     batched = affs(batch=5)
     np.testing.assert_allclose(batched, one, rtol=0, atol=1e-6)
     bf16 = affs(amp="bf16")
-    assert bf16.dtype == np.float32 and np.abs(bf16 - one).max() < 0.05  # bf16 network, float32 arithmetic
+    # bf16 network, float32 arithmetic: measured max error 0.0093 (mean 4e-4); another volume's
+    # affinities differ by up to 1. Nonzero: the network did run in bf16
+    assert bf16.dtype == np.float32 and 1e-4 < np.abs(bf16 - one).max() < 0.02

@@ -4,12 +4,14 @@ DATA.train_sections sections train, the rest validate) and AC3_inputs.h5 / AC3_l
 
 Samples are whole volumes: `image` (Z, Y, X, 1) float32 in [0, 1], `labels` and `gt` the
 stored ids (Z, Y, X). Border widening (DATA.widen_border) touches the training targets only:
-it is applied to each augmented training crop, never to `labels` or `gt`. That background
+it is applied to each augmented training crop (DATA.widen_on crop) or, as the authors', to the
+whole training label volume before cropping and augmenting (volume); never to `gt`. That background
 (membrane) is affine to nothing is the target rule LOSS.background 'none' (pea.affinity),
 which the AC3/AC4 configs select.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -17,29 +19,32 @@ import numpy as np
 
 from pea import schema as S
 from pea.affinity import widen_border
-from pea.augment_em import CHAIN_DEFAULTS, CHAIN_SPEC, ChainCrop
+from pea.augment_em import CHAIN_KEYS, ChainCrop
+from pea.config import register_reader
 from pea.data.common import Sample
 from pea.errors import PEAInputError
 from pea.io import read_h5
 from pea.metrics import check_labels
+from pea.schema import Key
 
+DATASET_NAME = "ac3ac4"
 SPLITS = {"train": "AC4", "validation": "AC4", "ac3": "AC3", "ac4": "AC4"}
 DATASET = "main"
 VALID_SPLIT = "validation"
 METRICS = ("voi", "arand")
 SUBMISSIONS: dict = {}  # no challenge file
-DATA_DEFAULTS = {
-    "train_sections": 80,  # AC4: the first sections train, the rest validate
-    "test_split": 20,  # split 'ac4': AC4's last sections (the authors' inference -ts)
-    "widen_border": False,  # in-plane 3x3 border widening of the training labels
-    **CHAIN_DEFAULTS,  # em_augment (probabilities of the pea.augment_em transforms), ...
-    # (z, y, x) context read around a training crop, so that warps and shifts (almost) never
-    # bring mirrored borders into it; cut off again after augmentation
-    "augment_margin": [0, 16, 16],
+DATA_KEYS = {
+    "train_sections": Key(80, S.number(1, integer=True), "AC4: the first sections train, the rest validate"),
+    "test_split": Key(20, S.number(1, integer=True), "split 'ac4': AC4's last sections (the authors' inference -ts)"),
+    "widen_border": Key(False, S.boolean, "in-plane 3x3 border widening of the training labels ..."),
+    "widen_on": Key("crop", S.choice("crop", "volume"),
+                    "... of each augmented crop | of the whole volume, before cropping (the authors')"),
+    **CHAIN_KEYS,  # em_augment (probabilities of the pea.augment_em transforms), ...
+    "augment_margin": Key([0, 16, 16], S.sequence(S.number(0, integer=True), length=3),
+                          "(z, y, x) context read around a training crop, so that warps and shifts (almost) "
+                          "never bring mirrored borders into it; cut off again after augmentation"),
 }
-DATA_SPEC = {"train_sections": S.number(1, integer=True), "test_split": S.number(1, integer=True),
-             "widen_border": S.boolean, "augment_margin": S.sequence(S.number(0, integer=True), length=3),
-             **CHAIN_SPEC}
+register_reader(DATASET_NAME, DATA_KEYS)
 
 
 def read_volume(path: Path, key: str = DATASET) -> np.ndarray:
@@ -109,18 +114,23 @@ def load_split(data_cfg: Mapping, split: str) -> list[Sample]:
 
 class EMCrop(ChainCrop):
     """A training crop of `crop_size` (z, y, x) as `pea.augment_em.ChainCrop` makes it, its
-    borders widened afterwards (DATA.widen_border). Called with a volume (Z, Y, X, 1) in [0, 1]
-    and its labels (Z, Y, X); returns the crop (z, y, x, 1) and its labels."""
+    borders widened afterwards (DATA.widen_border with DATA.widen_on crop). Called with a
+    volume (Z, Y, X, 1) in [0, 1] and its labels (Z, Y, X); returns the crop (z, y, x, 1) and
+    its labels."""
 
     def __init__(self, data_cfg: Mapping):
         crop = [int(c) for c in data_cfg["crop_size"]]
         if len(crop) != 3 or min(crop) < 1:
             raise PEAInputError(f"DATA.crop_size {data_cfg['crop_size']}: need three positive sizes (z, y, x)")
-        super().__init__(data_cfg, widen_border if data_cfg["widen_border"] else None)
+        on_crop = data_cfg["widen_border"] and data_cfg["widen_on"] == "crop"
+        super().__init__(data_cfg, widen_border if on_crop else None)
 
 
 def train_dataset(cfg, samples: Sequence[Sample]):
-    """Random augmented crops of the training volume (docs/method.md sections 4 and 6)."""
+    """Random augmented crops of the training volume (docs/method.md sections 4 and 6), its
+    labels widened first with DATA.widen_border and DATA.widen_on volume."""
     from pea.data.common import build_train_dataset
 
+    if cfg.DATA.widen_border and cfg.DATA.widen_on == "volume":
+        samples = [replace(s, labels=widen_border(s.labels)) for s in samples]
     return build_train_dataset(cfg, samples, EMCrop(cfg.DATA))

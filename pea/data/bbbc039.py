@@ -10,32 +10,36 @@ import numpy as np
 import tifffile
 
 from pea import schema as S
-from pea.augment import AUGMENT_2D_DEFAULTS, AUGMENT_2D_SPEC
+from pea.augment import AUGMENT_2D_KEYS
+from pea.augment_em import CHAIN_KEYS, ChainCrop
+from pea.config import register_reader
 from pea.data.common import Sample, read_list, rescale
-from pea.augment_em import CHAIN_DEFAULTS, CHAIN_SPEC, ChainCrop
 from pea.data.common import build_train_dataset, train_dataset_2d
 from pea.errors import PEAInputError
 from pea.io import read_labels
+from pea.schema import Key
 
+DATASET_NAME = "bbbc039v1"
 SPLIT_FILES = {"train": "training.txt", "validation": "validation.txt", "test": "test.txt"}
 NAME_SUFFIXES = (".png", ".tif", ".tiff")
 VALID_SPLIT = "validation"
 METRICS = ("aji", "dice", "pq")  # pq also gives dq (object F1 at IoU 0.5, shown as F1) and sq
 SUBMISSIONS: dict = {}  # no challenge file
-DATA_DEFAULTS = {
-    "percentiles": [1.0, 99.8],  # per image, these percentiles map to 0 and 1 ([0, 100]: min-max)
-    "channels": 1,  # the grey image repeated to this many input channels (the authors' network: 3)
-    # training crops: resized_crop (pea.augment.Augment2D and its keys) | chain (the authors':
-    # pea.augment_em.ChainCrop, the em_augment* keys, augment_margin, augment_pad)
-    "augment": "resized_crop",
-    **AUGMENT_2D_DEFAULTS,
-    **CHAIN_DEFAULTS,
-    "augment_margin": [30, 30],  # chain: context around the crop (the authors' pad 30, crop 316)
-}
 AUGMENTS = ("resized_crop", "chain")
-DATA_SPEC = {"percentiles": S.sequence(S.number(0, 100), length=2), "channels": S.number(1, integer=True),
-             "augment": S.choice(*AUGMENTS), "augment_margin": S.sequence(S.number(0, integer=True), length=2),
-             **AUGMENT_2D_SPEC, **CHAIN_SPEC}
+DATA_KEYS = {
+    "percentiles": Key([1.0, 99.8], S.sequence(S.number(0, 100), length=2),
+                       "per image, these percentiles map to 0 and 1 ([0, 100]: min-max)"),
+    "channels": Key(1, S.number(1, integer=True),
+                    "the grey image repeated to this many input channels (the authors' network: 3)"),
+    "augment": Key("resized_crop", S.choice(*AUGMENTS),
+                   "training crops: resized_crop (pea.augment.Augment2D and its keys) | chain (the authors': "
+                   "pea.augment_em.ChainCrop, the em_augment* keys, augment_margin, augment_pad)"),
+    **AUGMENT_2D_KEYS,
+    **CHAIN_KEYS,
+    "augment_margin": Key([30, 30], S.sequence(S.number(0, integer=True), length=2),
+                          "chain: context around the crop (the authors' pad 30, crop 316)"),
+}
+register_reader(DATASET_NAME, DATA_KEYS)
 
 
 def split_names(data_dir: str | Path, split: str) -> list[str]:
@@ -123,7 +127,7 @@ def load_split(data_cfg, split: str) -> list[Sample]:
 
 def train_dataset(cfg, samples: Sequence[Sample]):
     """Random augmented training crops, made as DATA.augment says (docs/method.md section 6;
-    its value is checked with the config, DATA_SPEC)."""
+    its value is checked with the config, DATA_KEYS)."""
     if cfg.DATA.augment == "chain":
         return build_train_dataset(cfg, samples, ChainCrop(cfg.DATA))
     return train_dataset_2d(cfg, samples)

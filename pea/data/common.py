@@ -69,19 +69,20 @@ def resize(array: np.ndarray, shape: Sequence[int], nearest: bool, shrink: bool 
     return out.reshape(out.shape[:2] + array.shape[2:])
 
 
+def crop_slices(shape: Sequence[int], padded: Sequence[int]) -> tuple[slice, ...]:
+    """The slices of an image of `shape` inside its `pad_to` padding to `padded`."""
+    if any(m < n for n, m in zip(shape, padded)):
+        raise PEAInputError(f"cannot pad an image of shape {tuple(shape)} to {tuple(padded)}")
+    return tuple(slice((m - n) // 2, (m - n) // 2 + n) for n, m in zip(shape, padded))
+
+
 def pad_to(array: np.ndarray, shape: Sequence[int], mode: str = "reflect") -> tuple[np.ndarray, tuple[slice, ...]]:
     """Pad the leading axes to `shape` by reflection or with zeros (`mode` reflect | zero),
     split evenly (530x500 -> 544x544 pads 7 rows top and bottom, 22 columns left and right).
-    Returns the padded array and the slices that crop it back."""
-    pads, crop = [], []
-    for n, m in zip(array.shape, shape):
-        if m < n:
-            raise PEAInputError(f"cannot pad an image of shape {array.shape[:len(shape)]} to {tuple(shape)}")
-        before = (m - n) // 2
-        pads.append((before, m - n - before))
-        crop.append(slice(before, before + n))
-    pads += [(0, 0)] * (array.ndim - len(shape))
-    return np.pad(array, pads, mode="reflect" if mode == "reflect" else "constant"), tuple(crop)
+    Returns the padded array and the slices that crop it back (`crop_slices`)."""
+    crop = crop_slices(array.shape[:len(shape)], shape)
+    pads = [(c.start, m - c.stop) for c, m in zip(crop, shape)] + [(0, 0)] * (array.ndim - len(shape))
+    return np.pad(array, pads, mode="reflect" if mode == "reflect" else "constant"), crop
 
 
 def padded_shape(shape: Sequence[int], padded: Sequence[int] | None, multiple: int = 16) -> tuple[int, ...]:

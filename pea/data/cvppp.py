@@ -7,18 +7,21 @@ from pathlib import Path
 import numpy as np
 
 from pea import schema as S
-from pea.augment import AUGMENT_2D_DEFAULTS, AUGMENT_2D_SPEC
+from pea.augment import AUGMENT_2D_KEYS
+from pea.config import register_reader
 from pea.data.common import Sample, read_list, read_mask, read_rgb, rescale
 from pea.data.common import train_dataset_2d as train_dataset  # noqa: F401 (reader interface)
 from pea.errors import PEAInputError
 from pea.io import atomic_write, read_labels
+from pea.schema import Key
 
+DATASET_NAME = "cvppp"
 SPLITS = ("train", "validation", "test")
-DATA_DEFAULTS = {
-    "valid_list": "valid_set/local_20_1.txt",  # the held-out training plants, under data_dir
-    **AUGMENT_2D_DEFAULTS,
+DATA_KEYS = {
+    "valid_list": Key("valid_set/local_20_1.txt", S.text(), "the held-out training plants, a list under data_dir"),
+    **AUGMENT_2D_KEYS,
 }
-DATA_SPEC = {"valid_list": S.text(), **AUGMENT_2D_SPEC}
+register_reader(DATASET_NAME, DATA_KEYS)
 
 
 def plant_ids(folder: Path) -> list[str]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from pea import config
 from pea.errors import PEAInputError
 
 Builder = Callable[..., nn.Module]
@@ -13,14 +14,7 @@ Builder = Callable[..., nn.Module]
 # backbone name -> builder(in_channels=, emb_dim=, filters=, fg_head=) -> nn.Module
 MODELS: dict[str, Builder] = {}
 
-DEFAULTS: dict[str, Any] = {
-    "backbone": "resunet",
-    "in_channels": 3,
-    "emb_dim": 16,
-    "filters": None,
-    "fg_head": False,
-    "pretrained": None,
-}
+DEFAULTS: dict[str, Any] = config.DEFAULTS["MODEL"]  # the MODEL keys of the config schema
 
 
 def register(name: str) -> Callable[[Builder], Builder]:

@@ -37,20 +37,23 @@ def segment_data(model, data, partitioner: str = "mutex", *, fg_head: bool = Fal
                  progress=True, name: str = "image") -> Segmentation:
     """Labels of a layer's data by `partitioner` as `pea predict` makes them: a grey or RGB
     image (H, W[, C]) for a 2D network (Mutex Watershed; the config's scale, mask and
-    small-object merging), a stack (Z, Y, X) for a 3D network (in memory, as `--whole`)."""
+    small-object merging), a stack (Z, Y, X) for a 3D network (in memory, as `--whole`;
+    `progress` as `pea.inference.predict_windows`'s)."""
     from pea.api import network_input
-    from pea.inference import predict, segment
-    from pea.predict import image_segment_options, segment_image
+    from pea.data.common import Sample, rescale
+    from pea.inference import predict, segment, segment_sample
+    from pea.predict import image_segment_options
 
     data = np.asarray(data)
     options = replace(model.segment_options, methods=(partitioner,))
     if model.spatial_dims == 2:
         if data.ndim == 3 and data.shape[-1] not in (3, 4):
             raise PEAInputError(f"{name}: a 2D network takes a grey or RGB image; the layer has shape {data.shape}")
-        options = image_segment_options(options, fg_head, name)
-        labels, affs = segment_image(model, network_input(model, data), model.offsets, scale=model.scale,
-                                     predict_options=model.predict_options, segment_options=options, device=device,
-                                     name=name, progress=progress)
+        image = network_input(model, data)
+        sample = Sample(name, rescale(image, model.scale, nearest=False), shape=image.shape[:2])
+        result = segment_sample(model, sample, model.offsets, device=device, predict_options=model.predict_options,
+                                segment_options=image_segment_options(options, fg_head, name))
+        labels, affs = result["seg"][partitioner], result["affs"]
     else:
         affs, _ = predict(model, network_input(model, data), model.offsets, device=device, progress=progress,
                           **asdict(model.predict_options))

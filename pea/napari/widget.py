@@ -10,16 +10,11 @@ from pathlib import Path
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
 
+from pea.config import shipped_configs
 from pea.napari.segment import Segmentation, load, segment_data
 
 PARTITIONERS = ("mutex", "waterz", "lmc")
 STORED = "(stored in the checkpoint)"
-
-
-def shipped_configs() -> list[str]:
-    from pea.settings import ROOT
-
-    return sorted(p.stem for p in ROOT.glob("scripts_*/config/*.yaml"))
 
 
 def devices() -> list[str]:

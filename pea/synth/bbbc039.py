@@ -5,7 +5,8 @@ Writes ``OUT/images/NAME.tif`` (uint16, 12-bit camera range), ``OUT/masks/NAME.p
 colours reused elsewhere), ``OUT/label_instance/NAME.png`` (uint16 ids made from the masks
 by :func:`pea.data.convert.masks_to_instances`, the conversion used for the real data) and
 ``OUT/metadata/{training,validation,test}.txt`` (one ``NAME.png`` per line, as the real
-metadata).
+metadata); with ``--layout plain`` the folder `pea train` reads (images/ and labels/, val/ and
+test/ holding the same of their splits).
 """
 from __future__ import annotations
 
@@ -204,10 +205,16 @@ def _names(rng: np.random.Generator, n: int) -> list[str]:
     return names
 
 
+PLAIN = {"training": "", "validation": "val", "test": "test"}  # the plain layout: split -> folder
+
+
 def generate_bbbc039(out_dir: str | Path, seed: int = 0, n_train: int = 100, n_valid: int = 50,
                      n_test: int = 50, height: int = FULL_SHAPE[0],
-                     width: int = FULL_SHAPE[1]) -> dict:
-    """Write a look-alike BBBC039V1 folder; return its splits and the number of nuclei."""
+                     width: int = FULL_SHAPE[1], layout: str = "bbbc039") -> dict:
+    """Write a look-alike BBBC039V1 folder; return its splits and the number of nuclei.
+
+    `layout` plain writes the same images as a folder `pea train` reads: images/NAME.tif and
+    labels/NAME.png for training, under val/ for validation and test/ for test."""
     for key, value in (("n_train", n_train), ("n_valid", n_valid), ("n_test", n_test)):
         if value < 0:
             raise PEAInputError(f"{key}={value}: must be >= 0")
@@ -215,23 +222,30 @@ def generate_bbbc039(out_dir: str | Path, seed: int = 0, n_train: int = 100, n_v
         raise PEAInputError("n_train + n_valid + n_test = 0: nothing to generate")
     if height < 32 or width < 32:
         raise PEAInputError(f"image shape ({height}, {width}): both sides must be >= 32")
+    if layout not in ("bbbc039", "plain"):
+        raise PEAInputError(f"--layout {layout}: bbbc039 or plain")
     out_dir = Path(out_dir)
-    for sub in ("images", "masks", "label_instance", "metadata"):
-        (out_dir / sub).mkdir(parents=True, exist_ok=True)
     total = n_train + n_valid + n_test
     names = _names(np.random.default_rng([seed, 1]), total)
+    splits = {"training": names[:n_train], "validation": names[n_train:n_train + n_valid],
+              "test": names[n_train + n_valid:]}
+    folders = {n: out_dir / PLAIN[split] if layout == "plain" else out_dir for split, m in splits.items() for n in m}
+    label_dir = "labels" if layout == "plain" else "label_instance"
+    subs = ("images", label_dir) if layout == "plain" else ("images", "masks", label_dir, "metadata")
+    for folder in set(folders.values()):
+        for sub in subs:
+            (folder / sub).mkdir(parents=True, exist_ok=True)
     n_objects = 0
     for name, child in zip(names, np.random.SeedSequence(seed).spawn(total)):
         image, labels = make_nuclei_image(np.random.default_rng(child), height, width)
         mask = colour_mask(labels)
         instances = masks_to_instances(mask)
         n_objects += int(instances.max())
-        tifffile.imwrite(out_dir / "images" / f"{name}.tif", image)
-        cv2.imwrite(str(out_dir / "masks" / f"{name}.png"), mask[..., ::-1])
-        write_label(out_dir / "label_instance" / f"{name}.png", instances)
-    splits = {"training": names[:n_train], "validation": names[n_train:n_train + n_valid],
-              "test": names[n_train + n_valid:]}
-    for split, members in splits.items():
+        tifffile.imwrite(folders[name] / "images" / f"{name}.tif", image)
+        write_label(folders[name] / label_dir / f"{name}.png", instances)
+        if layout == "bbbc039":
+            cv2.imwrite(str(out_dir / "masks" / f"{name}.png"), mask[..., ::-1])
+    for split, members in splits.items() if layout == "bbbc039" else ():
         (out_dir / "metadata" / f"{split}.txt").write_text("".join(f"{m}.png\n" for m in members))
     return {"out_dir": str(out_dir), **splits, "nuclei": n_objects}
 
@@ -244,12 +258,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-test", type=int, default=50)
     parser.add_argument("--height", type=int, default=FULL_SHAPE[0])
     parser.add_argument("--width", type=int, default=FULL_SHAPE[1])
+    parser.add_argument("--layout", choices=["bbbc039", "plain"], default="bbbc039",
+                        help="plain: images/ + labels/, val/ and test/ (the folder pea train reads)")
 
 
 def run(args: argparse.Namespace) -> int:
     info = generate_bbbc039(args.out, seed=args.seed, n_train=args.n_train,
                             n_valid=args.n_valid, n_test=args.n_test,
-                            height=args.height, width=args.width)
+                            height=args.height, width=args.width, layout=args.layout)
     print(f"wrote {len(info['training'])}/{len(info['validation'])}/{len(info['test'])} "
           f"train/validation/test images with {info['nuclei']} nuclei to {info['out_dir']}")
     return 0
