@@ -83,10 +83,12 @@ def bioimageio_spec():
 
 # -- the network and what it computes ---------------------------------------------------------
 def load(checkpoint: str | Path, config: str | None):
-    """The network (`pea.load_model`) and its full MODEL section (the state dict's architecture)."""
+    """The network (`pea.load_model`), its full MODEL section (the state dict's architecture)
+    and the config's NAME."""
     import pea
     from pea.checkpoint import checkpoint_model_config, load_checkpoint
     from pea.models import DEFAULTS
+    from pea.settings import checkpoint_config
 
     model = pea.load_model(checkpoint, config=config)
     if model.offsets is None:
@@ -95,8 +97,9 @@ def load(checkpoint: str | Path, config: str | None):
     if len(model.offsets[0]) != model.spatial_dims:
         raise PEAInputError(f"{checkpoint}: a {model.spatial_dims}D network, but the config's offsets are "
                             f"{len(model.offsets[0])}D; give the matching --config")
-    section = {**DEFAULTS, **checkpoint_model_config(load_checkpoint(checkpoint)), "pretrained": None}
-    return model, section
+    ckpt = load_checkpoint(checkpoint)
+    section = {**DEFAULTS, **checkpoint_model_config(ckpt), "pretrained": None}
+    return model, section, checkpoint_config(ckpt, config, str(checkpoint)).NAME
 
 
 def affinity_net(model: torch.nn.Module, section: Mapping):
@@ -269,9 +272,10 @@ def pea_config(model: torch.nn.Module, checkpoint: str | Path, config: str | Non
             "checkpoint": Path(checkpoint).name, "config": config, "citation": CITATION}
 
 
-def model_name(name: str | None, checkpoint: str | Path) -> str:
-    """`name`, or 'PEA ' and the checkpoint's file stem, in the characters bioimage.io allows."""
-    text = name or f"PEA {Path(checkpoint).stem}"
+def model_name(name: str | None, run: str | None, checkpoint: str | Path) -> str:
+    """`name`, or 'PEA', the config's NAME `run` and the checkpoint's file stem, in the
+    characters bioimage.io allows."""
+    text = name or " ".join(["PEA", *([run] if run else []), Path(checkpoint).stem])
     text = re.sub(r"[^A-Za-z0-9_+\- ()]", "-", text)[:64]
     if len(text) < 5:
         raise PEAInputError(f"--name {name!r}: bioimage.io names need at least 5 characters")
@@ -333,13 +337,16 @@ def readme(model, *, name: str, pea: Mapping, outputs: Sequence[str], test_shape
     fg = ("\n- `foreground` (batch, channel, " + ", ".join(ids) + "): foreground probability of the network's "
           "foreground head (the configs with `TEST.mask: pred` segment inside `foreground > 0.5`)."
           if "foreground" in outputs else "")
+    stored = "the one stored in the checkpoint"
+    tiling = (f"infers inputs in overlapping windows of {pea['window']} (overlap {pea['overlap']})" if pea["window"]
+              else f"pads inputs to multiples of {INPLANE_STEP} (or the config's padded size)")
     scale = ("" if pea["scale"] == 1.0 else
              f"\n- The network was trained on images resized by **{pea['scale']}** (DATA.scale): resize the image by "
              f"this factor first, and the labels back (nearest neighbour).")
     return f"""# {name}
 
 A network of Pixel-Embedded Affinity (PEA): {CITATION}
-Exported by `pea export` from `{pea['checkpoint']}` (config: {pea['config'] or 'the checkpoint own'}).
+Exported by `pea export` from `{pea['checkpoint']}` (config: {pea['config'] or stored}).
 
 ## Input
 
@@ -350,8 +357,7 @@ Preprocessing in the package: {'; '.join(steps) or 'none beyond float32'}.
 Not expressed as bioimage.io preprocessing:
 - A grey image for a {model.in_channels}-channel network: repeat it to {model.in_channels} channels
   (colour for a 1-channel network: average the channels).{scale}
-- `pea` infers large inputs in overlapping windows ({pea['window']} with overlap {pea['overlap']}) and
-  pads small ones; the package computes whole tiles, so tile with an overlap of about the
+- `pea` {tiling}; the package computes whole tiles, so tile with an overlap of about the
   longest offset and keep the tiles' centres.
 
 ## Output
@@ -403,13 +409,13 @@ def export_model(checkpoint: str | Path, output: str | Path, *, config: str | No
     spec = bioimageio_spec()
     if not str(output).endswith(".zip"):
         raise PEAInputError(f"--output {output}: a bioimage.io package is a .zip file")
-    model, section = load(checkpoint, config)
+    model, section, run = load(checkpoint, config)
     image = test_image(model, test_input, test_shape)
     ref = reference_outputs(model, image)
     x = package_input(model, image)
     net = affinity_net(model, section)
     pea = pea_config(model, checkpoint, config)
-    name = model_name(name, checkpoint)
+    name = model_name(name, run, checkpoint)
     with tempfile.TemporaryDirectory(prefix="pea-export-") as tmp:
         files = {k: Path(tmp) / f for k, f in FILES.items()} | {k: Path(tmp) / f"test_{k}.npy" for k in ref}
         torch.save(net.state_dict(), files["state"])
