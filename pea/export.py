@@ -127,12 +127,14 @@ def reference_outputs(model: torch.nn.Module, image: np.ndarray) -> dict[str, np
     return out
 
 
-def traced(net: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
-    """`net` traced to TorchScript on `example`; checked against `net` there and on an input
-    one step larger on every spatial axis (a trace that had kept a size would fail that)."""
+def save_torchscript(net: torch.nn.Module, example: torch.Tensor, path: Path) -> None:
+    """`net` traced to TorchScript on `example` and saved to `path`; checked against `net`
+    there and on an input one step larger on every spatial axis (a trace that had kept a
+    size would fail that)."""
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer notes on the networks' shape checks; the deprecation notice
+        warnings.simplefilter("ignore")  # tracer notes on the networks' shape checks; torch.jit's deprecation
         script = torch.jit.trace(net, example, check_trace=False)
+        torch.jit.save(script, path)
     grown = torch.nn.functional.pad(example, [0, INPLANE_STEP] * 2 + [0, 1] * (example.dim() - 4))
     for x in (example, grown):
         with torch.no_grad():
@@ -141,7 +143,6 @@ def traced(net: torch.nn.Module, example: torch.Tensor) -> torch.jit.ScriptModul
             if a.shape != b.shape or float((a - b).abs().max()) > 1e-5:
                 raise PEAInputError(f"the traced network differs from the network at input shape {tuple(x.shape)}: "
                                     f"this backbone cannot be traced for every input size")
-    return script
 
 
 def _as_tuple(out) -> tuple:
@@ -419,7 +420,7 @@ def export_model(checkpoint: str | Path, output: str | Path, *, config: str | No
     with tempfile.TemporaryDirectory(prefix="pea-export-") as tmp:
         files = {k: Path(tmp) / f for k, f in FILES.items()} | {k: Path(tmp) / f"test_{k}.npy" for k in ref}
         torch.save(net.state_dict(), files["state"])
-        torch.jit.save(traced(net, torch.from_numpy(x)), files["torchscript"])
+        save_torchscript(net, torch.from_numpy(x), files["torchscript"])
         np.save(files["input"], x)
         for key, array in ref.items():
             np.save(files[key], array.astype(np.float32))
