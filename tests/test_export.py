@@ -20,7 +20,8 @@ from pea.cli import main
 from pea.inference import predict
 from pea.synth.samples import em_volume, nuclei, plant
 
-core = pytest.importorskip("bioimageio.core", reason="the bioimageio extra is not installed (pip install 'pea[bioimageio]')")
+core = pytest.importorskip("bioimageio.core",
+                           reason="the bioimageio extra is not installed (pip install 'pea[bioimageio]')")
 pytestmark = pytest.mark.usefixtures("one_thread")
 OFFICIAL = Path(__file__).resolve().parent / "data" / "official"
 

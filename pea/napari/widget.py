@@ -71,7 +71,8 @@ class SegmentWidget(Container):
         if options["affinities"]:
             factor = np.asarray(result.factor)
             self.viewer.add_image(result.affinities, name=f"{layer.name} affinities", colormap="magma",
-                                  scale=[1.0, *(scale * factor)], translate=[0.0, *(translate + scale * (factor - 1) / 2)],
+                                  scale=[1.0, *(scale * factor)],
+                                  translate=[0.0, *(translate + scale * (factor - 1) / 2)],
                                   metadata={"offsets": result.offsets}, visible=False)
         self.status.value = f"{layer.name}: {int(result.labels.max())} objects ({options['partitioner']})"
 
