@@ -22,7 +22,6 @@ import argparse
 import glob
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import Mapping, Sequence
 
