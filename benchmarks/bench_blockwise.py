@@ -174,8 +174,8 @@ def section_compare(folder: Path, model: str, args) -> None:
     print(f"\n[compare] 1x blockwise against the whole volume: max |affinity difference| = {diff:.2e}")
     for method, name in block.attrs["arrays"].items():
         split, merge = variation_of_information(whole[whole.attrs["arrays"][method]][:], block[name][:])
-        print(f"  {method}: VOI split {split:.4f}, merge {merge:.4f} (blockwise against whole-volume; "
-              f"{'the grown blocks decide differently near faces' if method == 'mutex' else 'fragments differ at block faces'})")
+        why = "the grown blocks decide differently near faces" if method == "mutex" else "fragments differ at block faces"
+        print(f"  {method}: VOI split {split:.4f}, merge {merge:.4f} (blockwise against whole-volume; {why})")
 
 
 def section_resume(folder: Path, model: str, args) -> None:

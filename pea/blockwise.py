@@ -332,7 +332,8 @@ def check_blockwise(*, methods: Sequence[str], window: Sequence[int] | None, sma
 
 def _kinds(methods: Sequence[str]) -> list[str]:
     """The kinds of fragments the partitioners need: `fragments` (waterz, lmc), `mutex`."""
-    return (["fragments"] if any(m in GRAPH_METHODS for m in methods) else []) + (["mutex"] if "mutex" in methods else [])
+    graph = ["fragments"] if any(m in GRAPH_METHODS for m in methods) else []
+    return graph + (["mutex"] if "mutex" in methods else [])
 
 
 def create_arrays(job: Job, kinds: Sequence[str], path: str) -> None:
