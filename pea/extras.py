@@ -16,8 +16,6 @@ EXTRAS = {
     "distributed": "blockwise",
     "waterz": "em",
     "mahotas": "em",
-    "bioimageio.spec": "bioimageio",
-    "napari": "napari",
 }
 
 
