@@ -1,16 +1,32 @@
 # make demo: install what is missing, generate CVPPP look-alike data, train cvppp_demo on the CPU
 #            (or GPU), run validation inference and print the mean scores.
-# make test: install what is missing and run the test suite.
+# make test: install what is missing and run the test suite (under xvfb-run when there is no
+#            display: the napari plugin's tests open a viewer).
 PYTHON ?= python3
 SYNTH_CVPPP := data/CVPPP_synth
 DEMO_RUN := cvppp_demo
 
-.PHONY: install demo demo-cvppp demo-bbbc039v1 demo-ac3ac4 test test-all bench
+# the X server and libraries napari's Qt window needs headless (Debian; installed when root)
+GUI_DEBS := xvfb xauth libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri libxkbcommon-x11-0 libdbus-1-3 \
+	libfontconfig1 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
+	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libxcb-cursor0
+# runs a command under a virtual X server when there is no display
+HEADLESS = $$( [ -z "$$DISPLAY" ] && command -v xvfb-run >/dev/null && echo xvfb-run -a )
 
-install:
+.PHONY: install system-packages demo demo-cvppp demo-bbbc039v1 demo-ac3ac4 test test-all bench napari-screenshot
+
+install: system-packages
 	@$(PYTHON) -c "import torch" 2>/dev/null || $(PYTHON) -m pip install -q "torch==2.13.0"
-	@$(PYTHON) -c "import pea._overlap, elf, waterz, mahotas, tensorboardX, zarr, dask, distributed, pytest" \
-		2>/dev/null || $(PYTHON) -m pip install -q -e ".[em,blockwise,test]"
+	@$(PYTHON) -c "import pea._overlap, elf, waterz, mahotas, tensorboardX, zarr, dask, distributed, pytest, \
+		pytestqt, ome_zarr, ome_zarr_models, bioimageio.core, napari, PyQt6" \
+		2>/dev/null || $(PYTHON) -m pip install -q -e ".[em,blockwise,bioimageio,napari,test]"
+
+system-packages:
+	@if ! command -v xvfb-run >/dev/null || ! dpkg -s $(GUI_DEBS) >/dev/null 2>&1; then \
+		if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+				$(GUI_DEBS) >/dev/null; \
+		else echo "notice: the napari tests need an X server: install $(GUI_DEBS)"; fi; fi
 
 demo: demo-cvppp
 
@@ -48,10 +64,15 @@ demo-ac3ac4: install
 	@cat inference/$(AC_RUN)/summary.txt
 
 test: install
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest -q -m "not slow"
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(HEADLESS) $(PYTHON) -m pytest -q -m "not slow"
 
 test-all: install
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PYTHON) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(HEADLESS) $(PYTHON) -m pytest -q
+
+# make napari-screenshot CKPT=models/cvppp_demo/best.ckpt: images/napari_widget.png (docs/export.md)
+CKPT ?= models/cvppp_demo/best.ckpt
+napari-screenshot: install
+	OMP_NUM_THREADS=1 $(HEADLESS) $(PYTHON) docs/napari_screenshot.py --model $(CKPT) --out images/napari_widget.png
 
 bench: install
 	$(PYTHON) benchmarks/bench_targets.py

@@ -173,7 +173,8 @@ def section_compare(folder: Path, model: str, args) -> None:
     diff = float(np.abs(block["affinities"][:] - whole["affinities"][:]).max())
     print(f"\n[compare] 1x blockwise against the whole volume: max |affinity difference| = {diff:.2e}")
     for method, name in block.attrs["arrays"].items():
-        split, merge = variation_of_information(whole[whole.attrs["arrays"][method]][:], block[name][:])
+        split, merge = variation_of_information(whole[f"labels/{whole.attrs['arrays'][method]}/0"][:],
+                                                block[f"labels/{name}/0"][:])  # OME-Zarr label images
         why = "the grown blocks decide differently near faces" if method == "mutex" else "fragments differ at block faces"
         print(f"  {method}: VOI split {split:.4f}, merge {merge:.4f} (blockwise against whole-volume; {why})")
 
@@ -194,7 +195,8 @@ def section_resume(folder: Path, model: str, args) -> None:
     result = measure(argv)
     skipped = [line for line in result["stderr"].splitlines() if "finished before" in line]
     a, b = zarr.open_group(folder / "full.zarr", mode="r"), zarr.open_group(folder / "killed.zarr", mode="r")
-    identical = all(np.array_equal(a[name][:], b[name][:]) for name in a.array_keys())
+    arrays = ["affinities"] + [f"labels/{name}/0" for name in a["labels"].group_keys()]  # OME-Zarr
+    identical = all(np.array_equal(a[name][:], b[name][:]) for name in arrays)
     print(f"\n[resume] 1x volume on every core: uninterrupted {full:.1f} s; killed (SIGKILL) after {killed:.1f} s; "
           f"rerun {result['seconds']:.1f} s (killed + rerun {killed + result['seconds']:.1f} s); "
           f"identical to the uninterrupted run: {'yes' if identical else 'NO'}")

@@ -66,10 +66,10 @@ import zarr
 
 shape = h5py.File("data/AC3-AC4_synth/AC3_inputs.h5", "r")["main"].shape
 out = zarr.open_group("inference/AC3.zarr", mode="r")
-for name in ("segmentation", "segmentation_lmc"):
-    seg = out[name][:]
+for name in ("segmentation", "segmentation_lmc"):  # OME-Zarr label images
+    seg = out[f"labels/{name}/0"][:]
     assert seg.shape == shape and seg.min() >= 1, (name, seg.shape, shape, seg.min())
-print("pea predict wrote", {name: out[name].shape for name in sorted(out.array_keys())})
+print("pea predict wrote", {name: out[f"labels/{name}/0"].shape for name in sorted(out["labels"].group_keys())})
 CHECK
 python -m pytest -q -m "not slow" -p no:cacheprovider
 INSIDE

@@ -1,5 +1,5 @@
 """The `pea` command: `pea evaluate`, `pea synth`, `pea convert`, `pea predict`, `pea train`,
-`pea check-data`."""
+`pea check-data`, `pea export`."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,7 @@ COMMANDS = {
     "predict": ("pea.predict", "segment your own images or volume (blockwise on dask for large volumes)"),
     "train": ("pea.train_cli", "train on your own folder of images or list of volumes with a preset"),
     "check-data": ("pea.datacheck", "check a folder of images or a list of volumes before training"),
+    "export": ("pea.export", "write a trained network as a bioimage.io model package (.zip)"),
 }
 
 

@@ -16,6 +16,8 @@ EXTRAS = {
     "distributed": "blockwise",
     "waterz": "em",
     "mahotas": "em",
+    "bioimageio.spec": "bioimageio",
+    "napari": "napari",
 }
 
 

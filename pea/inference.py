@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass
 from functools import partial
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -148,9 +148,11 @@ def predict_image(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[O
 def predict_windows(model: torch.nn.Module, volume: np.ndarray, offsets: Sequence[Offset], window: Sequence[int], *,
                     overlap: Sequence[int] | None = None, blend: str = "ramp", context: Sequence[int] | None = None,
                     device: torch.device | str | None = None, normalize: str = "none", batch: int = 1,
-                    amp: str = "off", progress: bool = True) -> np.ndarray:
+                    amp: str = "off", progress: bool | Callable = True) -> np.ndarray:
     """Affinities (C, *spatial) of an image or volume (*spatial, C_in) by overlapping sliding
-    windows, `batch` windows per forward pass, blended on the device (`pea.windows.WindowGrid`).
+    windows, `batch` windows per forward pass, blended on the device (`pea.windows.WindowGrid`);
+    `progress`: a tqdm bar (True), none (False), or a callable wrapping the iterable of window
+    batches (e.g. napari's progress bar).
 
     blend ``ramp`` (the project's): an affinity counts only from windows holding both of its
     voxels, blended with separable linear ramps; ``gaussian`` (the authors'): the volume
@@ -160,7 +162,7 @@ def predict_windows(model: torch.nn.Module, volume: np.ndarray, offsets: Sequenc
     device = device or model_device(model)
     grid = WindowGrid.create(volume.shape[:-1], offsets, window, overlap or [0] * len(window), blend, context)
     whole = tuple(slice(0, n) for n in grid.shape)
-    bar = partial(tqdm, desc="sliding windows", disable=not progress, leave=False)
+    bar = progress if callable(progress) else partial(tqdm, desc="sliding windows", disable=not progress, leave=False)
     return grid.blend(partial(run_model, model, amp=amp), volume, whole,
                       partial(to_input, mode=normalize, device=device), bar, batch)
 
@@ -170,7 +172,7 @@ def predict(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset]
             padded_size: Sequence[int] | None = None, pad_mode: str = "reflect",
             window: Sequence[int] | None = None, overlap: Sequence[int] | None = None, blend: str = "ramp",
             context: Sequence[int] | None = None, batch: int = 1, amp: str = "off",
-            progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+            progress: bool | Callable = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Affinities and foreground probability (or None) of one image or volume (*spatial, C):
     by sliding windows when `window` is given (`predict_windows`), else of the whole image
     at once (`predict_image`). The arguments are those of `PredictOptions`."""

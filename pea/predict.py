@@ -1,16 +1,20 @@
 """`pea predict`: segment your own images or volume with a trained network.
 
     pea predict --model CKPT --input IN --output OUT [--config NAME|PATH] [--device DEV]
+                [--format tif|ome-zarr] [--voxel-size [Z] Y X]
 
 - 2D (a network with 2D offsets): IN is a folder, a glob or one image (tif, png, jpg; grey or
   RGB, any size); OUT gets `STEM.tif` per image (uint16, or uint32 past 65535 objects; Mutex
   Watershed and small-object merging as TEST says) and, with `--save-affinities`,
-  `STEM_affinities.tif` (float32, C x H x W at the working resolution, DATA.scale).
+  `STEM_affinities.tif` (float32, C x H x W at the working resolution, DATA.scale). With
+  `--format ome-zarr`, OUT gets `STEM.ome.zarr` per image instead (as a volume's, below).
 - 3D: IN is `file.h5:DATASET`, `file.zarr/DATASET`, `file.n5/DATASET` or a TIFF stack; OUT is
-  a zarr container with `affinities` (C, z, y, x), `fragments` and `segmentation`
-  (`segmentation_METHOD` for further partitioners), chunked by `--block`. Blockwise
-  (`pea.blockwise`) on a local dask cluster of `--workers` processes or on the cluster at
-  `--scheduler`; `--whole` segments the volume in memory as `scripts_ac3ac4/inference.py`.
+  an OME-Zarr container (NGFF 0.5, `pea.ome`): the image `affinities` (c, z, y, x) and the
+  label images `labels/segmentation/0` (`labels/segmentation_METHOD/0` for further
+  partitioners) and, blockwise, `labels/fragments/0`, scaled by `--voxel-size`, chunked by
+  `--block`. Blockwise (`pea.blockwise`) on a local dask cluster of `--workers` processes or on
+  the cluster at `--scheduler`; `--whole` segments the volume in memory as
+  `scripts_ac3ac4/inference.py`.
 
 The network, its input normalisation and offsets come from the checkpoint's stored config, or
 from `--config` (needed for the authors' checkpoints, which carry none). Outputs are written to
@@ -43,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="checkpoint: the project's (config inside) or the authors'")
     p.add_argument("--input", required=True, help="2D: folder, glob or image; 3D: file.h5:DATASET, "
                                                   "file.zarr/DATASET, file.n5/DATASET or a TIFF stack")
-    p.add_argument("--output", required=True, help="2D: a folder; 3D: a zarr container (OUT.zarr)")
+    p.add_argument("--output", required=True, help="2D: a folder; 3D: an OME-Zarr container (OUT.zarr)")
     p.add_argument("--config", default=None, help="config name (cvppp, bbbc039v1, ac3ac4, ...) or a .yaml path; "
                                                   "default: the checkpoint's own")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.key=VALUE")
@@ -53,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help='merging passes: sizes "[5, 20]" (contact rule) or "[[5, 5], [20, 11]]" (window rule)')
     p.add_argument("--merge-rule", choices=["contact", "window"], default=None, help="small-object merging rule")
     p.add_argument("--save-affinities", action="store_true", help="2D: also write STEM_affinities.tif")
+    p.add_argument("--format", choices=["tif", "ome-zarr"], default=None,
+                   help="2D: tif (default) or ome-zarr (STEM.ome.zarr: affinities and labels); 3D: always ome-zarr")
+    p.add_argument("--voxel-size", type=float, nargs="+", default=None, metavar="S",
+                   help="OME-Zarr: pixel spacing per spatial axis, (Z) Y X (default 1)")
     p.add_argument("--whole", action="store_true", help="3D: segment the volume in memory, not blockwise")
     p.add_argument("--block", type=int, nargs=3, default=None, metavar=("Z", "Y", "X"),
                    help="3D block and chunk size (default: 4 window strides per axis)")
@@ -99,9 +107,32 @@ def run(args: argparse.Namespace) -> int:
         raise PEAInputError(f"{args.model}: a {'3D' if is_3d else '2D'} network, but the config's offsets are "
                             f"{len(offsets[0])}D; give the matching --config")
     methods = args.partitioner or list(cfg.TEST.partitioners)
+    check_output_format(args, 3 if is_3d else 2)
     if is_3d:
         return predict_volume_file(args, cfg, model.to(device) if args.whole else None, device, methods)
     return predict_images(args, cfg, model.to(device), device, methods)
+
+
+def check_output_format(args: argparse.Namespace, dims: int) -> None:
+    """--format and --voxel-size fit the network's dimensions."""
+    if dims == 3 and args.format == "tif":
+        raise PEAInputError("--format tif: volumes are written as OME-Zarr containers (--format ome-zarr)")
+    voxel = args.voxel_size
+    if voxel is not None and (len(voxel) != dims or min(voxel) <= 0):
+        raise PEAInputError(f"--voxel-size {' '.join(map(str, voxel))}: give {dims} positive sizes "
+                            f"({'Z Y X' if dims == 3 else 'Y X'})")
+
+
+def write_ngff(out: Path, args: argparse.Namespace, dims: int, image_factor: Sequence[float] | None = None) -> None:
+    """The finished container `out` made OME-Zarr (`pea.ome.to_ngff`): its segmentations (and
+    fragments) as label images, pixels --voxel-size apart."""
+    from pea.ome import is_ngff, to_ngff
+
+    if is_ngff(out):  # a finished run found again
+        return
+    group = require("zarr").open_group(out, mode="r")
+    fragments = ["fragments"] if any((Path(out) / p / "fragments").is_dir() for p in ("", "labels")) else []
+    to_ngff(out, list(group.attrs["arrays"].values()) + fragments, args.voxel_size or [1.0] * dims, image_factor)
 
 
 # -- 2D ------------------------------------------------------------------------------------
@@ -176,11 +207,27 @@ def unit_image(arr: np.ndarray, channels: int | None, percentiles: Sequence[floa
     raise PEAInputError(f"{name}: {image.shape[-1]} channels, but the network takes {channels}")
 
 
-def _write_tif(path: Path, array: np.ndarray) -> None:
+def _write_tif(path: Path, array: np.ndarray, kind: str) -> None:
+    """`array` as a TIFF whose description marks it as pea's `kind` (labels | affinities), for
+    the napari plugin's reader."""
     import tifffile
 
     with atomic_write(path) as tmp:
-        tifffile.imwrite(tmp, array)
+        tifffile.imwrite(tmp, array, metadata={"pea": kind})
+
+
+def _write_ome_zarr(path: Path, affs: np.ndarray, seg: np.ndarray, offsets, args, source: Path) -> None:
+    """One image's affinities (at the working resolution) and labels as an OME-Zarr container."""
+    from pea.volumes import atomic_directory
+
+    with atomic_directory(path) as tmp:
+        group = require("zarr").open_group(tmp, mode="w", zarr_format=3)
+        group.create_array("affinities", data=affs.astype(np.float32))
+        group.create_array("segmentation", data=seg)
+        group.attrs.update({"offsets": [list(o) for o in offsets], "methods": ["mutex"],
+                            "arrays": {"mutex": "segmentation"}, "input": str(source),
+                            "checkpoint": os.path.abspath(args.model)})
+        write_ngff(tmp, args, 2, [n / m for n, m in zip(seg.shape, affs.shape[1:])])
 
 
 def label_dtype(n: int):
@@ -196,18 +243,10 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
     from pea.inference import segment_sample
     from pea.io import remove_stale
 
-    graph = [m for m in methods if m != "mutex"]
-    if graph:
-        raise PEAInputError(f"--partitioner {graph[0]}: waterz and multicut partition volumes; 2D images take mutex")
     files = image_files(args.input)
     offsets, _ = settings.offsets(cfg.DATA)
-    seg_opts = settings.segment_options(cfg.TEST, methods)
-    if seg_opts.mask == "gt":
-        print("notice: TEST.mask 'gt' needs ground truth; segmenting without a mask", file=sys.stderr)
-        seg_opts = replace(seg_opts, mask="none")
-    if seg_opts.mask == "pred" and not cfg.MODEL.fg_head:
-        raise PEAInputError(f"{args.model}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
-                            f"add --set TEST.mask=none")
+    seg_opts = image_segment_options(settings.segment_options(cfg.TEST, methods), bool(cfg.MODEL.fg_head),
+                                     args.model)
     pred_opts = settings.predict_options(cfg)
     layout = _tile_layout(args, pred_opts.window, model, offsets, int(cfg.MODEL.in_channels), device)
     out = Path(args.output)
@@ -224,11 +263,30 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
             result = segment_sample(model, Sample(str(path), work, shape=image.shape[:2]), offsets, device=device,
                                     predict_options=pred_opts, segment_options=seg_opts)
             seg, affs = result["seg"]["mutex"], result["affs"]
-        _write_tif(out / f"{path.stem}.tif", seg.astype(label_dtype(int(seg.max()))))
+        seg = seg.astype(label_dtype(int(seg.max())))
+        if args.format == "ome-zarr":
+            _write_ome_zarr(out / f"{path.stem}.ome.zarr", affs, seg, offsets, args, path)
+            continue
+        _write_tif(out / f"{path.stem}.tif", seg, "labels")
         if args.save_affinities:
-            _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32))
+            _write_tif(out / f"{path.stem}_affinities.tif", affs.astype(np.float32), "affinities")
     print(f"{len(files)} image(s) segmented into {out}")
     return 0
+
+
+def image_segment_options(options, fg_head: bool, source: str):
+    """`SegmentOptions` for images without ground truth: Mutex Watershed only, TEST.mask gt
+    becomes none (with a notice), pred needs the network's foreground head."""
+    graph = [m for m in options.methods if m != "mutex"]
+    if graph:
+        raise PEAInputError(f"--partitioner {graph[0]}: waterz and multicut partition volumes; 2D images take mutex")
+    if options.mask == "gt":
+        print("notice: TEST.mask 'gt' needs ground truth; segmenting without a mask", file=sys.stderr)
+        options = replace(options, mask="none")
+    if options.mask == "pred" and not fg_head:
+        raise PEAInputError(f"{source}: TEST.mask 'pred' needs a foreground head, which this network lacks; "
+                            f"add --set TEST.mask=none")
+    return options
 
 
 def _segment_tiled(model, image: np.ndarray, shape, offsets, tile, layout, pred_opts, seg_opts, device,
@@ -285,8 +343,10 @@ def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]
     if args.whole:
         with atomic_directory(args.output) as tmp:
             found = _whole_volume(args, cfg, model, device, methods, tmp)
+            write_ngff(tmp, args, 3)
     else:
         found = _blockwise(args, cfg, shape, methods)
+        write_ngff(Path(args.output), args, 3)
     print(f"{args.output}: " + ", ".join(f"{m} {n} segments" for m, n in found.items()))
     return 0
 

@@ -423,7 +423,7 @@ def test_train_on_a_list_of_volumes_then_predict_a_new_volume(volumes, tmp_path,
     out = tmp_path / "seg.zarr"
     assert main(["predict", "--model", str(run / "best.ckpt"), "--input", str(volumes / "new.tif"), "--output",
                  str(out), "--partitioner", "waterz", "--workers", "0", "--device", "cpu"]) == 0
-    seg = zarr.open_group(str(out), mode="r")["segmentation"][...]
+    seg = zarr.open_group(str(out), mode="r")["labels/segmentation/0"][...]
     assert seg.shape == (6, 40, 48) and seg.max() >= 1
 
 

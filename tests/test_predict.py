@@ -1,6 +1,7 @@
 """`pea predict` on generated data: folders of 2D images of any size, type and channel count,
 volumes in h5, zarr, n5 and TIFF, with project checkpoints (config inside) and the authors'
-(config by --config); one-line errors; outputs written atomically."""
+(config by --config); OME-Zarr outputs read by `ome_zarr.reader` and valid for
+`ome_zarr_models`; one-line errors; outputs written atomically."""
 import gzip
 import json
 from pathlib import Path
@@ -132,16 +133,47 @@ def test_volumes_in_every_format_give_one_segmentation(volumes, tmp_path):
     specs = [f"{tmp}/raw.h5:em/raw", f"{tmp}/raw.zarr/raw", f"{tmp}/raw.n5/raw", f"{tmp}/raw.tif"]
     outputs = []
     for k, spec in enumerate(specs):
-        assert _predict_volume(volumes, spec, tmp_path / f"out{k}.zarr", "--partitioner", "waterz,lmc") == 0
+        assert _predict_volume(volumes, spec, tmp_path / f"out{k}.zarr", "--partitioner", "waterz,lmc",
+                               "--voxel-size", "30", "6", "6") == 0
         outputs.append(zarr.open_group(tmp_path / f"out{k}.zarr", mode="r"))
     first = outputs[0]
     assert first["affinities"].shape == (12,) + raw.shape and first["affinities"].chunks == (12, 5, 20, 24)
-    assert first["segmentation"].shape == raw.shape and first["segmentation"][:].min() >= 1
+    assert first["labels/segmentation/0"].shape == raw.shape and first["labels/segmentation/0"][:].min() >= 1
     assert first.attrs["arrays"] == {"waterz": "segmentation", "lmc": "segmentation_lmc"}
     for other in outputs[1:]:
         np.testing.assert_array_equal(other["affinities"][:], first["affinities"][:])
-        np.testing.assert_array_equal(other["segmentation_lmc"][:], first["segmentation_lmc"][:])
+        np.testing.assert_array_equal(other["labels/segmentation_lmc/0"][:], first["labels/segmentation_lmc/0"][:])
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"out{k}.zarr" for k in range(4)]  # no temporaries
+    nodes = ome_nodes(tmp_path / "out0.zarr")  # OME-Zarr: the affinities an image, the segmentations its labels
+    assert nodes[""][:2] == (["Multiscales"], (12,) + raw.shape) and nodes[""][2] == [1.0, 30.0, 6.0, 6.0]
+    for name in ("segmentation", "segmentation_lmc", "fragments"):
+        assert nodes[f"labels/{name}"] == (["Label", "Multiscales"], raw.shape, [30.0, 6.0, 6.0])
+
+
+def ome_nodes(path: Path) -> dict:
+    """What `ome_zarr.reader` finds: node path -> (specs, shape, scale)."""
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    nodes = {}
+    for node in Reader(parse_url(str(path)))():
+        key = str(node.zarr.path).rstrip("/").removeprefix(str(path)).lstrip("/")
+        scale = node.metadata.get("coordinateTransformations", [[{}]])[0][0].get("scale")
+        nodes[key] = ([type(s).__name__ for s in node.specs], tuple(node.data[0].shape) if node.data else (), scale)
+    return nodes
+
+
+def test_images_as_ome_zarr(images, ckpt_2d, tmp_path):
+    argv = ["predict", "--model", str(ckpt_2d), "--input", str(images / "grey16.tif"), "--device", "cpu"]
+    assert main(argv + ["--output", str(tmp_path / "tif")]) == 0
+    assert main(argv + ["--output", str(tmp_path / "ome"), "--format", "ome-zarr", "--voxel-size", "0.5", "0.5"]) == 0
+    out = tmp_path / "ome" / "grey16.ome.zarr"
+    assert [p.name for p in (tmp_path / "ome").iterdir()] == ["grey16.ome.zarr"]
+    nodes = ome_nodes(out)  # affinities at DATA.scale 0.5: pixels twice the labels' size
+    assert nodes[""] == (["Multiscales"], (10, 32, 25), [1.0, 1.0, 1.0])
+    assert nodes["labels/segmentation"] == (["Label", "Multiscales"], (64, 50), [0.5, 0.5])
+    labels = zarr.open_group(out, mode="r")["labels/segmentation/0"][:]
+    np.testing.assert_array_equal(labels, tifffile.imread(tmp_path / "tif" / "grey16.tif"))
 
 
 def test_whole_volume_and_the_authors_3d_checkpoint(volumes, tmp_path):
@@ -149,7 +181,7 @@ def test_whole_volume_and_the_authors_3d_checkpoint(volumes, tmp_path):
     out = tmp_path / "whole.zarr"
     assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--whole", "--partitioner", "waterz,mutex") == 0
     whole = zarr.open_group(out, mode="r")
-    assert whole["segmentation_mutex"].shape == raw.shape
+    assert whole["labels/segmentation_mutex/0"].shape == raw.shape
     blockwise = tmp_path / "blockwise.zarr"
     assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", blockwise, "--partitioner", "waterz") == 0
     np.testing.assert_allclose(zarr.open_group(blockwise, mode="r")["affinities"][:], whole["affinities"][:],
@@ -158,7 +190,7 @@ def test_whole_volume_and_the_authors_3d_checkpoint(volumes, tmp_path):
                "--output", str(tmp_path / "authors.zarr"), "--config", "ac3ac4", "--device", "cpu", "--workers", "0",
                "--set", "TEST.window=[6,32,32]", "--set", "TEST.overlap=[2,8,8]", "--set", "TEST.context=[2,8,8]"]
     assert main(authors) == 0
-    assert zarr.open_group(tmp_path / "authors.zarr", mode="r")["segmentation"].shape == raw.shape
+    assert zarr.open_group(tmp_path / "authors.zarr", mode="r")["labels/segmentation/0"].shape == raw.shape
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -189,21 +221,27 @@ def test_bad_images_and_options_are_one_line_errors(images, ckpt_2d, volumes, tm
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pea predict: error:")]
     assert ["cannot read image" in lines[0], "no such folder" in lines[1], "2D images take mutex" in lines[2],
             "--whole" in lines[3]] == [True] * 4
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "o.zarr", "--format", "tif") == 2
+    assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", tmp_path / "o.zarr", "--voxel-size", "6", "6") == 2
+    assert main(base + ["--input", str(images), "--voxel-size", "0", "1"]) == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("pea predict: error:")]
+    assert ["OME-Zarr" in lines[0], "give 3 positive sizes" in lines[1], "give 2 positive" in lines[2]] == [True] * 3
+    assert not (tmp_path / "o.zarr").exists()
 
 
 def test_an_existing_output_is_resumed_refused_or_overwritten(volumes, tmp_path, capsys):
     tmp, _ = volumes
     out = tmp_path / "seg.zarr"
     assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz,lmc") == 0
-    first = zarr.open_group(out, mode="r")["segmentation_lmc"][:]
+    first = zarr.open_group(out, mode="r")["labels/segmentation_lmc/0"][:]
     assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz,lmc") == 0  # the same run: done
     assert "complete already" in capsys.readouterr().err
     assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz") == 2  # another run: refused
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "another partitioners" in err and "--overwrite" in err
-    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["segmentation_lmc"][:], first)  # untouched
+    np.testing.assert_array_equal(zarr.open_group(out, mode="r")["labels/segmentation_lmc/0"][:], first)  # untouched
     assert _predict_volume(volumes, f"{tmp}/raw.h5:em/raw", out, "--partitioner", "waterz", "--overwrite") == 0
-    assert "segmentation_lmc" not in zarr.open_group(out, mode="r")
+    assert "segmentation_lmc" not in zarr.open_group(out, mode="r")["labels"]
     assert [p.name for p in tmp_path.iterdir()] == ["seg.zarr"]
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
