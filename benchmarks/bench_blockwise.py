@@ -175,8 +175,8 @@ def section_compare(folder: Path, model: str, args) -> None:
     for method, name in block.attrs["arrays"].items():
         split, merge = variation_of_information(whole[f"labels/{whole.attrs['arrays'][method]}/0"][:],
                                                 block[f"labels/{name}/0"][:])  # OME-Zarr label images
-        print(f"  {method}: VOI split {split:.4f}, merge {merge:.4f} (blockwise against whole-volume; "
-              f"{'the grown blocks decide differently near faces' if method == 'mutex' else 'fragments differ at block faces'})")
+        why = "the grown blocks decide differently near faces" if method == "mutex" else "fragments differ at block faces"
+        print(f"  {method}: VOI split {split:.4f}, merge {merge:.4f} (blockwise against whole-volume; {why})")
 
 
 def section_resume(folder: Path, model: str, args) -> None:

@@ -203,7 +203,9 @@ class Executor:
                     results[i] = task(i, **shared)
                     failed.pop(i, None)
                     break
-                except Exception as err:  # any failure of a block is retried, then reported
+                except PEAInputError:  # bad input or a missing extra: no retry makes it right
+                    raise
+                except Exception as err:  # any other failure of a block is retried, then reported
                     failed[i] = err
                     if attempt < self.retries:
                         print(f"{stage}: block {i} failed ({type(err).__name__}: {one_line(err)}), retrying",
@@ -220,6 +222,8 @@ class Executor:
         for future in tqdm(as_completed(futures), total=len(futures), desc=stage, disable=not self.progress):
             try:
                 results[index[future.key]] = future.result()
+            except PEAInputError:  # bad input or a missing extra: one line, exit 2
+                raise
             except Exception as err:  # the task's error after its retries, or a lost worker
                 failed[index[future.key]] = err
         return results, failed

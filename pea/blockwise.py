@@ -332,7 +332,8 @@ def check_blockwise(*, methods: Sequence[str], window: Sequence[int] | None, sma
 
 def _kinds(methods: Sequence[str]) -> list[str]:
     """The kinds of fragments the partitioners need: `fragments` (waterz, lmc), `mutex`."""
-    return (["fragments"] if any(m in GRAPH_METHODS for m in methods) else []) + (["mutex"] if "mutex" in methods else [])
+    graph = ["fragments"] if any(m in GRAPH_METHODS for m in methods) else []
+    return graph + (["mutex"] if "mutex" in methods else [])
 
 
 def create_arrays(job: Job, kinds: Sequence[str], path: str) -> None:
@@ -351,8 +352,8 @@ def create_arrays(job: Job, kinds: Sequence[str], path: str) -> None:
 
 
 def _tables(job: Job, state: RunState, methods: Sequence[str], names: Mapping[str, str],
-            sizes: Mapping[str, list], graphs: list[dict], *, waterz_threshold: float,
-            small_objects: Sequence[int]) -> dict[str, np.ndarray]:
+            sizes: Mapping[str, list], first_ids: Mapping[str, np.ndarray], graphs: list[dict], *,
+            waterz_threshold: float, small_objects: Sequence[int]) -> dict[str, np.ndarray]:
     """Array name -> each fragment's segment, for every partitioner; computed once and kept."""
     path = state.work / "tables.npz"
     if path.is_file():
@@ -365,8 +366,7 @@ def _tables(job: Job, state: RunState, methods: Sequence[str], names: Mapping[st
         for method in [m for m in methods if _kinds([m]) == [kind]]:
             if method == "mutex":
                 pair_keys, counts = merge_edges([(g["pair_keys"], g["pair_counts"][:, None]) for g in graphs])
-                first = np.r_[0, np.cumsum([s.size for s in kind_sizes])[:-1]]
-                labels = stitch(n_nodes, pair_keys, counts[:, 0], first)
+                labels = stitch(n_nodes, pair_keys, counts[:, 0], first_ids[kind])
                 table = finish_labels(labels, node_sizes, uv, stats, small_objects)
             else:
                 table = agglomerate(n_nodes, uv, stats, node_sizes, method=method, threshold=waterz_threshold,
@@ -398,10 +398,10 @@ def segment_blockwise(job: Job, methods: Sequence[str], executor: Executor, *, w
     first_ids = {kind: np.r_[0, np.cumsum([s.size for s in v])[:-1]].astype(np.int64) for kind, v in sizes.items()}
     graphs = executor.run("graph", graph_block, job, state, first_ids=first_ids)
     start = time.perf_counter()
-    tables = _tables(job, state, methods, names, sizes, graphs, waterz_threshold=waterz_threshold,
+    tables = _tables(job, state, methods, names, sizes, first_ids, graphs, waterz_threshold=waterz_threshold,
                      small_objects=small_objects)
-    print_(f"agglomeration ({', '.join(methods)}, {sum(len(t) - 1 for t in tables.values())} fragments): "
-           f"{time.perf_counter() - start:.1f} s")
+    fragments = sum(sum(s.size for s in v) for v in sizes.values())
+    print_(f"agglomeration ({', '.join(methods)}; {fragments} fragments): {time.perf_counter() - start:.1f} s")
     found = {m: int(tables[names[m]].max()) for m in methods}
     dtype = np.uint32 if max(found.values()) < 2 ** 32 else np.uint64
     group = _group(job)

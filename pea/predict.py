@@ -338,6 +338,8 @@ def predict_volume_file(args, cfg: Config, model, device, methods: Sequence[str]
         raise PEAInputError(f"DATA.scale = {cfg.DATA.scale}: volumes are segmented at their own resolution (1.0)")
     if args.tile:
         raise PEAInputError("--tile cuts 2D images; a volume is cut into blocks (--block Z Y X)")
+    for module in ["zarr"] + (["waterz"] if "waterz" in methods else []):  # before anything is written
+        require(module)
     if args.whole:
         with atomic_directory(args.output) as tmp:
             found = _whole_volume(args, cfg, model, device, methods, tmp)

@@ -18,9 +18,9 @@ Each core then equals the whole pass's output there, up to float rounding (the t
 overlap; a core's pixels are taken from its own tile alone, the halos being where a tile is
 not exact). R and A come from following one forward pass (`receptive_field`: convolutions,
 pooling, upsampling and padding, summed along the deepest path, an upper bound), and
-`tile_layout` checks them in float64 on two random strips, tiled along one axis each: tiles whose result differs from the
-whole pass (a network with global pooling, or upsampling that is not translation-equivariant,
-as align_corners=True) are refused. The pixels in P's padding that `pad_mode` adds are read
+`tile_layout` checks them in float64 on two random strips, each tiled along one axis: a
+network whose tiles differ from its whole pass (global pooling, or upsampling that is not
+translation-equivariant, as align_corners=True) is refused. The pixels in P's padding that `pad_mode` adds are read
 from the image through an index map, never materialised.
 """
 from __future__ import annotations

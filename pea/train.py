@@ -117,7 +117,7 @@ class Validator:
             return history[-1], True, f"rule last: the latest evaluation{reason}"
         recent = history[-self.window:] if rule == "smoothed" else history[-1:]
         score = sum(recent) / len(recent)
-        mean = f", the mean of the last {len(recent)} evaluations," if rule == "smoothed" else ""
+        mean = f", the mean of the last {len(recent)} evaluations," if len(recent) > 1 else ""
         why = f"rule {rule}: {self.select_metric} {score:.4f}{mean} the best so far{reason}"
         return score, self.better(score, best), why
 

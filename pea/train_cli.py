@@ -148,10 +148,12 @@ def run_config(args: argparse.Namespace):
 
 
 def with_channels(cfg, channels: int, overrides) -> None:
-    """The images' channels as DATA.channels and MODEL.in_channels (unless --set gives them);
+    """The images' channels (or the --set DATA.channels) as DATA.channels and MODEL.in_channels;
     ImageNet normalisation only for three channels (else unit)."""
-    if cfg.DATA.dataset != "folder" or any(o.startswith(("DATA.channels=", "MODEL.in_channels=")) for o in overrides):
+    if cfg.DATA.dataset != "folder":
         return
+    if any(o.startswith("DATA.channels=") for o in overrides):
+        channels = cfg.DATA.channels
     cfg.DATA.channels = cfg.MODEL.in_channels = channels
     if cfg.DATA.normalize == "imagenet" and channels != 3:
         notice(f"DATA.normalize imagenet takes 3 channels, the images have {channels}: normalising as 'unit' "

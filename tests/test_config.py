@@ -50,7 +50,7 @@ def test_every_key_has_a_default_a_check_and_a_doc_and_its_default_passes():
 
 
 def test_reader_keys_join_only_their_own_data_set():
-    assert set(readers()) == set(READERS) == {"cvppp", "bbbc039v1", "ac3ac4"}
+    assert set(readers()) == set(READERS) == {"cvppp", "bbbc039v1", "ac3ac4", "folder", "volumes"}
     assert "valid_list" in make_config({"DATA": {"dataset": "cvppp"}}).DATA
     assert "train_sections" in make_config({"DATA": {"dataset": "ac3ac4"}}).DATA
     with pytest.raises(PEAInputError, match="unknown key 'DATA.train_sections'"):
@@ -71,7 +71,7 @@ def test_unknown_data_set_is_one_line_naming_the_known_ones():
             make_config({"DATA": {"dataset": value}}, "my.yaml")
         message = str(err.value)
         assert "\n" not in message and message.startswith(f"my.yaml: DATA.dataset = {value!r}")
-        assert message.endswith("ac3ac4, bbbc039v1, cvppp")
+        assert message.endswith("ac3ac4, bbbc039v1, cvppp, folder, volumes")
 
 
 def test_config_imports_no_layer_above_it():

@@ -106,6 +106,25 @@ def test_folder_reader_matches_by_stem_and_draws_the_split(nuclei, no_val):
     assert sample.gt.max() == len(np.unique(gt)) - 1 and np.array_equal(sample.fg, gt > 0)
 
 
+def test_folder_reader_reads_the_look_alike_as_the_bbbc039_reader(nuclei, tmp_path):
+    """The same images in both layouts: the same arrays (main.py and pea train differ only in
+    the order of the training images, the BBBC039V1 metadata's against sorted stems)."""
+    from pea.data import bbbc039
+
+    generate_bbbc039(tmp_path, seed=4, n_train=6, n_valid=2, n_test=2, height=96, width=112)
+    theirs = make_config({"DATA": {"dataset": "bbbc039v1", "data_dir": str(tmp_path), "normalize": "percentile",
+                                   "percentiles": [1.0, 99.8], "scale": 0.5}}).DATA
+    ours = _data(nuclei, percentiles=[1.0, 99.8], scale=0.5)
+    for split in ("train", "validation"):
+        a = {s.name: s for s in bbbc039.load_split(theirs, split)}
+        b = {s.name: s for s in folder.load_split(ours, split)}
+        assert sorted(a) == sorted(b)
+        for name in a:
+            np.testing.assert_allclose(a[name].image, b[name].image, atol=1e-6)
+            np.testing.assert_array_equal(a[name].labels, b[name].labels)
+            np.testing.assert_array_equal(a[name].fg, b[name].fg)
+
+
 def test_folder_reader_takes_rgb_and_multichannel_images(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.zeros((20, 24), np.uint16)
@@ -119,13 +138,25 @@ def test_folder_reader_takes_rgb_and_multichannel_images(tmp_path):
         Image.fromarray(labels).save(tmp_path / "labels" / f"{stem}.png")
     report = check(make_config({"DATA": {"dataset": "folder", "data_dir": str(tmp_path)}}))
     assert not report.problems and report.channels == 5
-    (a,) = [s for s in folder.load_split(_data(tmp_path, channels=5, val_fraction=0.5), "train")
-            + folder.load_split(_data(tmp_path, channels=5, val_fraction=0.5), "validation") if s.name == "a"]
+    (a,) = [s for split in ("train", "validation") for s in folder.load_split(_data(tmp_path, channels=5), split)
+            if s.name == "a"]
     np.testing.assert_allclose(a.image, np.moveaxis(five, 0, -1) / 255, atol=1e-6)
     rgb = rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "images" / "b.png")
     report = check(make_config({"DATA": {"dataset": "folder", "data_dir": str(tmp_path)}}))
     assert any("5 channels, but" in p and "b.png: 3" in p for p in report.problems)
+    # two channels read as grey and alpha, unless DATA.channels says 2 (then the network takes 2)
+    from pea.train_cli import with_channels
+
+    tifffile.imwrite(tmp_path / "images" / "a.tif", five[:2])
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "images" / "b.png")
+    assert check(make_config({"DATA": {"dataset": "folder", "data_dir": str(tmp_path)}})).channels == 1
+    (two,) = [s for split in ("train", "validation") for s in folder.load_split(_data(tmp_path, channels=2), split)
+              if s.name == "a"]
+    np.testing.assert_allclose(two.image, np.moveaxis(five[:2], 0, -1) / 255, atol=1e-6)
+    cfg = make_config({"DATA": {"dataset": "folder", "data_dir": str(tmp_path), "channels": 2}})
+    with_channels(cfg, 1, ["DATA.channels=2"])
+    assert cfg.MODEL.in_channels == cfg.DATA.channels == 2
 
 
 def test_volume_list_reader_splits_volumes_and_sections(volumes):

@@ -40,10 +40,10 @@ def _gradient(trainer) -> torch.Tensor:
 # the gradient, not the weights: one Adam step moves every weight by about lr whatever its
 # gradient, so weights after a step cannot tell a wrong gradient from a right one. This tiny
 # network's gradient is ill-conditioned (BatchNorm on batches of 4): float32 in channels_last
-# moves it by 0.001-0.1 depending on the data, bf16 by 0.36-0.50 (0.496 for this batch, near
-# its bound), fp16 by 0.15; the gradient of another batch lies 1.1-1.6 away, and the test
+# moves it by 0.001-0.1 depending on the data, bf16 by 0.36-0.50 (0.496 for this batch; bound
+# 0.7), fp16 by 0.15; the gradient of another batch lies 1.1-1.6 away, and the test
 # checks that it fails the bound.)
-@pytest.mark.parametrize("switch, loss_tol, grad_tol", [({"amp": "bf16"}, 0.02, 0.5), ({"amp": "fp16"}, 0.02, 0.3),
+@pytest.mark.parametrize("switch, loss_tol, grad_tol", [({"amp": "bf16"}, 0.02, 0.7), ({"amp": "fp16"}, 0.02, 0.3),
                                                         ({"channels_last": True}, 1e-5, 0.2)])
 def test_switches_agree_with_float32(tiny_cvppp, tmp_path, switch, loss_tol, grad_tol):
     base = _trainer(tiny_cvppp, tmp_path, "fp32")
