@@ -43,7 +43,6 @@ from typing import Mapping, Sequence
 import numpy as np
 from skimage.segmentation import relabel_sequential
 
-from pea import settings
 from pea.affinity import Offset
 from pea.blockrun import Executor, RunState, file_digest, value_digest
 from pea.extras import require
@@ -89,15 +88,6 @@ class Job:
     def __post_init__(self):
         for name in ("shape", "block", "offsets", "window", "overlap", "context", "strides", "halo"):
             object.__setattr__(self, name, _tuple(getattr(self, name)))
-
-    @classmethod
-    def from_config(cls, cfg: Mapping, **fields) -> "Job":
-        """A job with the settings of the config's DATA and TEST sections (offsets, windows,
-        normalisation, fragments, strides); `fields` give the rest."""
-        test = cfg["TEST"]
-        return cls(offsets=settings.offsets(cfg["DATA"])[0], window=test["window"], overlap=test["overlap"],
-                   blend=test["window_blend"], context=test["context"], normalize=cfg["DATA"]["normalize"],
-                   fragments=test["fragments"], strides=test["strides"], **fields)
 
     @property
     def grid(self) -> WindowGrid:

@@ -288,11 +288,10 @@ def _segment_padded(model: torch.nn.Module, sample: Sample, offsets: Sequence[Of
                              padded_size=po.padded_size, pad_mode=po.pad_mode, amp=po.amp, crop=False)
     crop = crop_slices(sample.shape, affs.shape[1:])
     given = None if sample.fg is None else pad_to(sample.fg, affs.shape[1:], "zero")[0]
-    mask = foreground_mask(fg, mode=opts.mask, given=given, min_size=opts.fg_min_size,
-                           connectivity=opts.fg_connectivity, name=sample.name)
-    segs = segment(affs, offsets, methods, mask=mask, **opts.partition_args())
+    padded = segment_predicted(affs, fg, offsets, opts, methods=methods, given=given, name=sample.name)
+    mask = padded["mask"]
     return {"affs": affs[(slice(None),) + crop], "fg": None if fg is None else fg[crop],
-            "mask": None if mask is None else mask[crop], "seg": {m: seg[crop] for m, seg in segs.items()}}
+            "mask": None if mask is None else mask[crop], "seg": {m: seg[crop] for m, seg in padded["seg"].items()}}
 
 
 def segment_sample(model: torch.nn.Module, sample: Sample, offsets: Sequence[Offset], *,
@@ -314,7 +313,17 @@ def segment_sample(model: torch.nn.Module, sample: Sample, offsets: Sequence[Off
     if opts.crop_padding == "last" and not predict_options.window:
         return _segment_padded(model, sample, offsets, methods or opts.methods, device, predict_options, opts)
     affs, fg = predict(model, sample.image, offsets, device=device, **asdict(predict_options))
-    mask = foreground_mask(fg, mode=opts.mask, given=sample.fg, min_size=opts.fg_min_size,
-                           connectivity=opts.fg_connectivity, name=sample.name)
-    segs = segment(affs, offsets, methods or opts.methods, mask=mask, shape=sample.shape, **opts.partition_args())
+    return segment_predicted(affs, fg, offsets, opts, methods=methods, given=sample.fg, shape=sample.shape,
+                             name=sample.name)
+
+
+def segment_predicted(affs: np.ndarray, fg: np.ndarray | None, offsets: Sequence[Offset], options: SegmentOptions,
+                      *, methods: Sequence[str] | None = None, given: np.ndarray | None = None,
+                      shape: Sequence[int] | None = None, name: str = "") -> dict:
+    """The second half of `segment_sample`, for affinities predicted by any means: the mask
+    (`foreground_mask` of `fg` or the `given` one, as options.mask says), then `segment` by
+    `methods` (default: the options') brought to `shape`. Returns the dict `segment_sample` does."""
+    mask = foreground_mask(fg, mode=options.mask, given=given, min_size=options.fg_min_size,
+                           connectivity=options.fg_connectivity, name=name)
+    segs = segment(affs, offsets, methods or options.methods, mask=mask, shape=shape, **options.partition_args())
     return {"affs": affs, "fg": fg, "mask": mask, "seg": segs}

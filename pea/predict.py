@@ -257,12 +257,12 @@ def predict_images(args, cfg: Config, model, device, methods: Sequence[str]) -> 
         image = read_image(path, int(cfg.MODEL.in_channels), percentiles)
         work = rescale(image, float(cfg.DATA.scale), nearest=False)
         if layout:
-            seg, affs = _segment_tiled(model, work, image.shape[:2], offsets, args.tile, layout, pred_opts, seg_opts,
-                                       device, str(path))
+            result = _segment_tiled(model, work, image.shape[:2], offsets, args.tile, layout, pred_opts, seg_opts,
+                                    device, str(path))
         else:
             result = segment_sample(model, Sample(str(path), work, shape=image.shape[:2]), offsets, device=device,
                                     predict_options=pred_opts, segment_options=seg_opts)
-            seg, affs = result["seg"]["mutex"], result["affs"]
+        seg, affs = result["seg"]["mutex"], result["affs"]
         seg = seg.astype(label_dtype(int(seg.max())))
         if args.format == "ome-zarr":
             _write_ome_zarr(out / f"{path.stem}.ome.zarr", affs, seg, offsets, args, path)
@@ -290,19 +290,16 @@ def image_segment_options(options, fg_head: bool, source: str):
 
 
 def _segment_tiled(model, image: np.ndarray, shape, offsets, tile, layout, pred_opts, seg_opts, device,
-                   name: str) -> tuple[np.ndarray, np.ndarray]:
+                   name: str) -> dict:
     """--tile: the image's affinities by tiles (`pea.tiles`), then the mask and the Mutex
     Watershed as `segment_sample` makes them (the padding cropped off first)."""
-    from pea.inference import foreground_mask, segment
+    from pea.inference import segment_predicted
     from pea.tiles import predict_image_tiled
 
     affs, fg = predict_image_tiled(model, image, offsets, tile=tile, layout=layout, padded_size=pred_opts.padded_size,
                                    pad_mode=pred_opts.pad_mode, normalize=pred_opts.normalize, device=device,
                                    amp=pred_opts.amp)
-    mask = foreground_mask(fg, mode=seg_opts.mask, min_size=seg_opts.fg_min_size,
-                           connectivity=seg_opts.fg_connectivity, name=name)
-    seg = segment(affs, offsets, ["mutex"], mask=mask, shape=shape, **seg_opts.partition_args())["mutex"]
-    return seg, affs
+    return segment_predicted(affs, fg, offsets, seg_opts, methods=["mutex"], shape=shape, name=name)
 
 
 def _tile_layout(args, window, model, offsets, in_channels: int, device):
@@ -355,8 +352,9 @@ def _blockwise(args, cfg: Config, shape: Sequence[int], methods: Sequence[str]) 
     """The volume blockwise (`pea.blockwise`), resuming an unfinished run in OUT."""
     import torch
 
+    from pea import settings
     from pea.blockrun import Executor, cluster_shape, dask_client
-    from pea.blockwise import Job, check_blockwise, segment_blockwise
+    from pea.blockwise import check_blockwise, segment_blockwise
 
     test = cfg.TEST
     check_blockwise(methods=methods, window=test.window, small_objects=test.small_objects, merge_rule=test.merge_rule)
@@ -368,9 +366,8 @@ def _blockwise(args, cfg: Config, shape: Sequence[int], methods: Sequence[str]) 
     device = args.device or cfg.TRAIN.device
     workers, threads = cluster_shape(args.workers, args.threads, 0 if device == "cpu" else torch.cuda.device_count())
     threads = 0 if args.scheduler and args.threads is None else threads  # a cluster's workers: as they are
-    job = Job.from_config(cfg, input=args.input, output=args.output, checkpoint=args.model, shape=shape,
-                          block=block, device=device, in_channels=int(cfg.MODEL.in_channels),
-                          threads=threads)
+    job = settings.blockwise_job(cfg, input=args.input, output=args.output, checkpoint=args.model, shape=shape,
+                                 block=block, device=device, in_channels=int(cfg.MODEL.in_channels), threads=threads)
     where = f"{workers} worker(s) x {threads} thread(s)" if workers else "this process"
     print(f"{len(job.boxes)} block(s) of {block} on {args.scheduler or where}; windows evaluated per window of "
           f"the whole-volume grid: {job.grid.cost(block):.2f}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """Presets of `pea train`: the settings for a kind of data, as a shipped config to start from
-(found by `pea.settings.config_path`) and what differs for one's own data.
+(found by `pea.config.find_config`) and what differs for one's own data.
 
 - `nuclei`: BBBC039V1's project settings (percentile input, ResUNet, foreground head masking
   the Mutex Watershed, contact merging), which beat the paper's on the demo;
@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Mapping
 
-from pea.config import read_yaml, schema
+from pea.config import find_config, read_yaml, schema
 from pea.errors import PEAInputError
 
 USER = {"DATA.padded_size": None,  # whole images of any size: padded to the next multiple of 16
@@ -38,9 +38,7 @@ NAMES = (*PRESETS, *SMALL)
 
 
 def _shipped(name: str) -> dict:
-    from pea.settings import config_path
-
-    return read_yaml(config_path(name))
+    return read_yaml(find_config(name))
 
 
 def _set(cfg: dict, values: Mapping[str, object]) -> dict:

@@ -5,11 +5,10 @@ Entry points, `pea` commands and the trainer's builder call these."""
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 from typing import Mapping, Sequence
 
 from pea.affinity import Offset, offsets_from_shifts
-from pea.config import Config, load_config, make_config, shipped_config
+from pea.config import Config, find_config, load_config, make_config
 from pea.ccm import CrossView, official_view, second_view
 from pea.errors import PEAInputError
 from pea.inference import PredictOptions, SegmentOptions
@@ -17,16 +16,11 @@ from pea.losses import PEALoss
 from pea.windows import WindowGrid
 
 
-def config_path(name: str) -> Path:
-    """A .yaml path, or the shipped config NAME (pea/configs/NAME.yaml)."""
-    return Path(name) if name.endswith((".yaml", ".yml")) or "/" in name else shipped_config(name)
-
-
 def checkpoint_config(ckpt: Mapping, name: str | None, source: str) -> Config:
     """The config of a run with checkpoint `ckpt`: the one `name` names (a shipped config or a
     .yaml path), else the checkpoint's stored one (the authors' checkpoints carry none)."""
     if name:
-        return load_config(config_path(name))
+        return load_config(find_config(name))
     stored = ckpt.get("config")
     if isinstance(stored, Mapping):
         return make_config(stored, f"{source} (stored config)")
@@ -83,6 +77,17 @@ def window_grid(shape: Sequence[int], offsets_: Sequence[Offset], test: Mapping)
     """The window grid TEST.window, TEST.overlap, TEST.window_blend and TEST.context give."""
     return WindowGrid.create(shape, offsets_, test["window"], test["overlap"] or [0] * len(shape),
                              test["window_blend"], test["context"])
+
+
+def blockwise_job(cfg: Mapping, **fields):
+    """A `pea.blockwise.Job` with the DATA and TEST sections' offsets, windows, normalisation,
+    fragments and strides; `fields` give the rest (input, output, checkpoint, shape, block, ...)."""
+    from pea.blockwise import Job
+
+    test = cfg["TEST"]
+    return Job(offsets=offsets(cfg["DATA"])[0], window=test["window"], overlap=test["overlap"],
+               blend=test["window_blend"], context=test["context"], normalize=cfg["DATA"]["normalize"],
+               fragments=test["fragments"], strides=test["strides"], **fields)
 
 
 def loss(cfg: Mapping, offsets_: Sequence[Offset], group_size: int) -> PEALoss:

@@ -1,13 +1,13 @@
 """The Python interface: the README's example runs as written on a project (demo-style)
 checkpoint and on an authors'-format checkpoint; affinities equal a direct forward pass;
 segment and evaluate take plain arrays."""
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from checkpoints import EM_OVERRIDE, project_checkpoint
+from readme_example import readme_example
 
 import pea
 from pea.affinity import affinity_targets, embedding_affinity, offsets_from_shifts
@@ -18,14 +18,6 @@ from pea.synth.cvppp import make_plant
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = ROOT / "tests" / "data" / "official"
 IMAGENET = (np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32))
-
-
-def readme_example() -> str:
-    """The Python block of README.md between the api-example marks."""
-    text = (ROOT / "README.md").read_text()
-    block = re.search(r"<!-- api-example -->\s*```python\n(.*?)```", text, re.S)
-    assert block, "README.md has no api-example block"
-    return block.group(1)
 
 
 @pytest.fixture(scope="module")

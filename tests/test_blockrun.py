@@ -19,6 +19,7 @@ from checkpoints import EM_OVERRIDE, project_checkpoint
 from scipy import ndimage
 
 import pea.blockwise as blockwise
+from pea import settings
 from pea.blockrun import Executor, RunState, cluster_shape, dask_client
 from pea.affinity import EM_OFFSETS
 from pea.cli import main
@@ -104,8 +105,8 @@ def test_dask_retries_a_block_failing_once(setup, tmp_path, monkeypatch):
         return original(job, index)
 
     monkeypatch.setattr(blockwise, "mutex_block", fails_once)
-    job = blockwise.Job.from_config(cfg, input=f"{tmp}/raw.h5:raw", output=str(tmp_path / "out.zarr"),
-                                    checkpoint=str(tmp / "em.ckpt"), shape=SHAPE, block=BLOCK, device="cpu", threads=1)
+    job = settings.blockwise_job(cfg, input=f"{tmp}/raw.h5:raw", output=str(tmp_path / "out.zarr"),
+                                 checkpoint=str(tmp / "em.ckpt"), shape=SHAPE, block=BLOCK, device="cpu", threads=1)
     with dask_client(2, processes=False) as client:  # worker threads: they see the planted fault
         blockwise.segment_blockwise(job, ["waterz", "mutex"], Executor(client, progress=False),
                                     waterz_threshold=cfg["TEST"]["waterz_threshold"],

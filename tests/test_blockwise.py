@@ -12,9 +12,10 @@ import zarr
 from checkpoints import EM_OVERRIDE, project_checkpoint
 from scipy import ndimage
 
+from pea import settings
 from pea.affinity import EM_OFFSETS
 from pea.blockrun import Executor, dask_client
-from pea.blockwise import Job, halo_box, segment_blockwise
+from pea.blockwise import halo_box, segment_blockwise
 from pea.checkpoint import load_checkpoint, model_from_checkpoint
 from pea.config import make_config
 from pea.inference import predict
@@ -157,8 +158,8 @@ def em_run(tmp_path_factory):
 
 def _job(tmp, cfg, name, **test):
     cfg = {**cfg, "TEST": {**cfg["TEST"], **test}}
-    return Job.from_config(cfg, input=str(tmp / "raw.h5") + ":raw", output=str(tmp / name),
-                           checkpoint=str(tmp / "em.ckpt"), shape=(10, 40, 48), block=(5, 20, 24), device="cpu")
+    return settings.blockwise_job(cfg, input=str(tmp / "raw.h5") + ":raw", output=str(tmp / name),
+                                  checkpoint=str(tmp / "em.ckpt"), shape=(10, 40, 48), block=(5, 20, 24), device="cpu")
 
 
 @pytest.mark.parametrize("fragments", ["official", "project"])

@@ -8,9 +8,13 @@ import sys
 import venv
 from pathlib import Path
 
+import numpy as np
 import pytest
+import tifffile
 import torch
 import yaml
+from PIL import Image
+from readme_example import readme_example
 
 import pea.config as config
 from pea import schema as S
@@ -24,6 +28,7 @@ from pea.data import READERS, get_reader
 from pea.errors import PEAInputError
 from pea.schema import Key
 from pea.scripts import train_main
+from pea.synth.cvppp import make_plant
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = [CONFIG_DIR / f"{name}.yaml" for name in shipped_configs()]
@@ -341,7 +346,7 @@ def test_old_names_are_mapped_only_in_stored_configs(tmp_path):
 
 
 @pytest.mark.slow
-def test_installed_package_finds_its_configs_outside_the_source_tree(tmp_path):
+def test_installed_package_runs_outside_the_source_tree(tmp_path):
     """A wheel of the package's sources (built with this Python's setuptools, no download, no
     build folder of the checkout reused), installed into a new virtual environment that reuses
     this Python's packages, used from outside the repository."""
@@ -364,3 +369,17 @@ def test_installed_package_finds_its_configs_outside_the_source_tree(tmp_path):
     out = subprocess.run([python, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     where, name = out.stdout.split()
     assert name == "cvppp" and Path(where).is_relative_to(env) and not Path(where).is_relative_to(ROOT)
+    # pea predict --config cvppp on an authors'-format checkpoint, and the README's Python example
+    image, gt = make_plant(np.random.default_rng(2), 70, 64, 6)
+    Image.fromarray(image).save(tmp_path / "plant.png")
+    np.save(tmp_path / "gt.npy", gt)
+    ckpt = ROOT / "tests" / "data" / "official" / "resunet2d_small.ckpt"
+    subprocess.run([pea_cmd, "predict", "--model", str(ckpt), "--config", "cvppp", "--input", "plant.png",
+                    "--output", "out", "--device", "cpu"], cwd=tmp_path, capture_output=True, check=True)
+    assert tifffile.imread(tmp_path / "out" / "plant.tif").shape == (70, 64)
+    example = readme_example().replace('"models/cvppp_demo/best.ckpt"', f"{str(ckpt)!r}, config='cvppp'")
+    prelude = "import numpy as np; from PIL import Image; image = np.asarray(Image.open('plant.png')); gt = np.load('gt.npy')"
+    code = f"{prelude}\n{example}\nprint(pea.__file__, labels.shape, sorted(scores))"
+    out = subprocess.run([python, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
+    where, shape = out.stdout.split(maxsplit=1)
+    assert Path(where).is_relative_to(env) and shape.startswith("(70, 64) ['aji'")
