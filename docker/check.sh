@@ -71,7 +71,7 @@ for name in ("segmentation", "segmentation_lmc"):  # OME-Zarr label images
     assert seg.shape == shape and seg.min() >= 1, (name, seg.shape, shape, seg.min())
 print("pea predict wrote", {name: out[f"labels/{name}/0"].shape for name in sorted(out["labels"].group_keys())})
 CHECK
-python -m pytest -q -m "not slow" -p no:cacheprovider
+xvfb-run -a python -m pytest -q -m "not slow" -p no:cacheprovider  # the napari tests open a window
 INSIDE
 )
 docker run --rm --network none -e OMP_NUM_THREADS=1 "$tag" bash -c "$inside"
