@@ -72,6 +72,7 @@ for name in ("segmentation", "segmentation_lmc"):  # OME-Zarr label images
 print("pea predict wrote", {name: out[f"labels/{name}/0"].shape for name in sorted(out["labels"].group_keys())})
 CHECK
 xvfb-run -a python -m pytest -q -m "not slow" -p no:cacheprovider  # the napari tests open a window
+echo "fast tests passed"  # a last command of its own: xvfb-run as PID 1 waits for ever for its X server
 INSIDE
 )
 docker run --rm --network none -e OMP_NUM_THREADS=1 "$tag" bash -c "$inside"

@@ -54,7 +54,6 @@ from pea.volumes import open_volume, to_unit, volume_identity
 from pea.windows import Box, WindowGrid
 
 GRAPH_METHODS = ("waterz", "lmc")
-BLOCKWISE_METHODS = GRAPH_METHODS + ("mutex",)
 SETTINGS = ("offsets", "window", "overlap", "blend", "context", "normalize", "fragments", "strides", "halo",
             "in_channels")
 
@@ -77,7 +76,7 @@ class Job:
     overlap: tuple[int, ...] | None = None  # None: no overlap
     blend: str = "ramp"  # window blending: ramp | gaussian
     context: tuple[int, ...] | None = None  # gaussian: reflect padding of the volume
-    normalize: str | None = None  # the network's input normalisation (pea.augment.normalize)
+    normalize: str = "none"  # the network's input normalisation (pea.augment.normalize)
     fragments: str = "project"  # waterz/lmc fragments: project | official
     strides: tuple[int, ...] | None = None  # Mutex Watershed long-range strides (None: every edge)
     halo: tuple[int, ...] | None = None  # Mutex Watershed block halo (None: twice the offsets' reach)
@@ -304,14 +303,9 @@ def agglomerate(n_nodes: int, uv: np.ndarray, stats: np.ndarray, sizes: np.ndarr
     return finish_labels(labels, sizes, uv, stats, small_objects)
 
 
-def check_blockwise(*, methods: Sequence[str], window: Sequence[int] | None, small_objects: Sequence = (),
-                    merge_rule: str = "contact") -> None:
-    """Refuse what the blockwise run does not do, naming the way round: partitioners other
-    than BLOCKWISE_METHODS, small objects merged by another rule than contact, no `window`."""
-    other = [m for m in methods if m not in BLOCKWISE_METHODS]
-    if other:
-        raise PEAInputError(f"--{other[0]} is not blockwise (blockwise: {', '.join(BLOCKWISE_METHODS)}); "
-                            f"add --whole to segment the volume in memory")
+def check_blockwise(*, window: Sequence[int] | None, small_objects: Sequence = (), merge_rule: str = "contact") -> None:
+    """Refuse what the blockwise run does not do, naming the way round: small objects merged
+    by another rule than contact, no `window`."""
     if small_objects and merge_rule != "contact":
         raise PEAInputError(f"TEST.merge_rule {merge_rule!r}: blockwise merging of small objects "
                             f"takes the contact rule (--merge-rule contact), or add --whole")

@@ -190,11 +190,13 @@ def foreground_mask(fg_prob: np.ndarray | None = None, *, mode: str = "none", gi
     by corners (2) removed) or none (``none``). `name` names the image in errors."""
     if mode == "gt":
         if given is None:
-            raise ValueError(f"{name}: the mask is 'gt' but the sample has no foreground mask")
+            raise PEAInputError(f"{name}: TEST.mask 'gt' needs the sample's foreground mask, which it lacks "
+                                f"(TEST.mask pred or none)")
         return given.astype(bool)
     if mode == "pred":
         if fg_prob is None:
-            raise ValueError("the mask is 'pred' but the network has no foreground head (MODEL.fg_head)")
+            raise PEAInputError(f"{name}: TEST.mask 'pred' needs the network's foreground head, which it lacks "
+                                f"(MODEL.fg_head false; TEST.mask gt or none)")
         mask = fg_prob > 0.5
         if min_size > 0:
             mask = remove_small_objects(mask, max_size=int(min_size) - 1, connectivity=int(connectivity))

@@ -98,7 +98,6 @@ def run(args: argparse.Namespace) -> int:
 
     ckpt = load_checkpoint(args.model)
     cfg = run_config(ckpt, args)
-    device = select_device(args.device or cfg.TRAIN.device)
     model, model_cfg = model_from_checkpoint(ckpt, "cpu", args.model)
     cfg.MODEL = model_cfg.MODEL
     offsets, _ = settings.offsets(cfg.DATA)
@@ -108,6 +107,9 @@ def run(args: argparse.Namespace) -> int:
                             f"{len(offsets[0])}D; give the matching --config")
     methods = args.partitioner or list(cfg.TEST.partitioners)
     check_output_format(args, 3 if is_3d else 2)
+    # on a cluster (--scheduler) each blockwise worker chooses its own device (pea.blockwise)
+    remote = is_3d and not args.whole and args.scheduler
+    device = None if remote else select_device(args.device or cfg.TRAIN.device)
     if is_3d:
         return predict_volume_file(args, cfg, model.to(device) if args.whole else None, device, methods)
     return predict_images(args, cfg, model.to(device), device, methods)
@@ -357,7 +359,7 @@ def _blockwise(args, cfg: Config, shape: Sequence[int], methods: Sequence[str]) 
     from pea.blockwise import check_blockwise, segment_blockwise
 
     test = cfg.TEST
-    check_blockwise(methods=methods, window=test.window, small_objects=test.small_objects, merge_rule=test.merge_rule)
+    check_blockwise(window=test.window, small_objects=test.small_objects, merge_rule=test.merge_rule)
     block = tuple(args.block) if args.block else default_block(test, shape)
     for flag, values, least in (("--block", block, 1), ("--threads", [args.threads], 1),
                                 ("--workers", [args.workers], 0), ("--retries", [args.retries], 0)):

@@ -13,7 +13,6 @@ from pea.ccm import CrossView, official_view, second_view
 from pea.errors import PEAInputError
 from pea.inference import PredictOptions, SegmentOptions
 from pea.losses import PEALoss
-from pea.windows import WindowGrid
 
 
 def checkpoint_config(ckpt: Mapping, name: str | None, source: str) -> Config:
@@ -71,12 +70,6 @@ def segment_options(test: Mapping, methods: Sequence[str] | None = None) -> Segm
 def metric_options(test: Mapping) -> dict:
     """`pea.metrics.evaluate`'s keyword arguments from a TEST section (TEST.aji_ids)."""
     return {"aji_ids": test["aji_ids"]}
-
-
-def window_grid(shape: Sequence[int], offsets_: Sequence[Offset], test: Mapping) -> WindowGrid:
-    """The window grid TEST.window, TEST.overlap, TEST.window_blend and TEST.context give."""
-    return WindowGrid.create(shape, offsets_, test["window"], test["overlap"] or [0] * len(shape),
-                             test["window_blend"], test["context"])
 
 
 def blockwise_job(cfg: Mapping, **fields):

@@ -185,7 +185,7 @@ def _read(image: np.ndarray, window: Sequence[tuple[int, int]], before: Sequence
 @torch.no_grad()
 def predict_image_tiled(model: torch.nn.Module, image: np.ndarray, offsets: Sequence[Offset], *,
                         tile: Sequence[int], layout: TileLayout, padded_size: Sequence[int] | None = None,
-                        pad_mode: str = "reflect", normalize: str | None = None,
+                        pad_mode: str = "reflect", normalize: str = "none",
                         device: torch.device = torch.device("cpu"), amp: str = "off"
                         ) -> tuple[np.ndarray, np.ndarray | None]:
     """Affinities (C, H, W) and foreground probability (H, W) or None of one image (H, W, C)

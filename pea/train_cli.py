@@ -123,6 +123,7 @@ def run_config(args: argparse.Namespace):
     (without a preset, `pea check-data`: the reader's defaults)."""
     from pea import settings
     from pea.config import make_config, merge
+    from pea.config_checks import check_metrics
     from pea.presets import NAMES, for_reader, preset_dict
     from pea.scripts import parse_overrides
 
@@ -144,7 +145,7 @@ def run_config(args: argparse.Namespace):
     if getattr(args, "out", None):
         over["NAME"] = Path(args.out).name
     cfg = make_config(merge(make_config(cfg, f"--preset {args.preset}").to_dict(), over, "--data"), "--data")
-    return make_config(merge(cfg.to_dict(), parse_overrides(args.overrides), "--set"), "--set")
+    return check_metrics(make_config(merge(cfg.to_dict(), parse_overrides(args.overrides), "--set"), "--set"), "--set")
 
 
 def with_channels(cfg, channels: int, overrides) -> None:
@@ -217,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
         _write_records(run_dir, cfg, split, report)
     if args.resume:
         trainer.resume(run_dir / "last.ckpt")
-    trainer.say(f"training {cfg.NAME} ({args.preset or 'default preset'}) on {trainer.device}, {world.size} "
+    trainer.say(f"training {cfg.NAME} ({args.preset}) on {trainer.device}, {world.size} "
                 f"process(es), {cfg.TRAIN.iterations} iterations; {threads}")
     trainer.say(f"run folder: {run_dir}" + (f"; resuming at iteration {trainer.iteration}" if args.resume else ""))
     try:

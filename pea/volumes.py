@@ -29,12 +29,6 @@ CONTAINERS = (".zarr", ".n5")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-def is_volume_spec(spec: str) -> bool:
-    """Whether `spec` names a volume (h5 dataset, zarr or n5 dataset, or a TIFF file)."""
-    file = split_h5_path(spec)[0]
-    return file.lower().endswith(H5_SUFFIXES + TIFF_SUFFIXES) or split_container(spec)[0] is not None
-
-
 def split_container(spec: str) -> tuple[str | None, str]:
     """``'a/b.zarr/raw/s0'`` -> ``('a/b.zarr', 'raw/s0')``; no container -> ``(None, '')``."""
     parts = Path(spec).parts

@@ -201,6 +201,11 @@ def test_predicted_mask_drops_specks():
     affs = np.ones((10, 40, 40), np.float32)
     seg = segment(affs, offsets_from_shifts(SHIFTS), strides=[10, 10], mask=four)["mutex"]
     np.testing.assert_array_equal(seg > 0, expected)
+    # a mask the sample or the network cannot give is the user's setting, named
+    with pytest.raises(PEAInputError, match="img.png: TEST.mask 'gt' needs the sample's foreground mask"):
+        foreground_mask(prob, mode="gt", name="img.png")
+    with pytest.raises(PEAInputError, match="TEST.mask 'pred' needs the network's foreground head"):
+        foreground_mask(None, mode="pred")
 
 
 def test_ground_truth_affinities_recover_the_labels(tmp_path):

@@ -315,6 +315,9 @@ def test_a_yaml_path_works_as_preset_and_unknown_names_are_one_line(nuclei, tmp_
     assert "--preset leafs: neither a preset (nuclei, leaves, em, nuclei-small" in capsys.readouterr().err
     assert main(["train", "--data", str(nuclei), "--preset", "em", "--out", str(tmp_path / "r")]) == 2
     assert "--preset em trains 3D networks" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    argv = ["train", "--data", str(nuclei), "--preset", "nuclei-small", "--out", str(tmp_path / "r")]
+    assert main([*argv, "--set", "TRAIN.select_metric=voi"]) == 2  # not reported for 2D: refused at once
+    assert "TRAIN.select_metric" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 # -- best.ckpt -------------------------------------------------------------------------------
