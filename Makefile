@@ -7,7 +7,7 @@ SYNTH_CVPPP := data/CVPPP_synth
 DEMO_RUN := cvppp_demo
 
 # the X server and libraries napari's Qt window needs headless (Debian; installed when root)
-GUI_DEBS := xvfb xauth libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri libxkbcommon-x11-0 libdbus-1-3 \
+GUI_DEBS := xvfb xauth libglib2.0-0 libgl1 libegl1 libglx-mesa0 libgl1-mesa-dri libxkbcommon-x11-0 libdbus-1-3 \
 	libfontconfig1 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 libxcb-render-util0 \
 	libxcb-shape0 libxcb-xinerama0 libxcb-xkb1 libxcb-xfixes0 libxcb-cursor0
 # runs a command under a virtual X server when there is no display
