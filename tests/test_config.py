@@ -378,7 +378,8 @@ def test_installed_package_runs_outside_the_source_tree(tmp_path):
                     "--output", "out", "--device", "cpu"], cwd=tmp_path, capture_output=True, check=True)
     assert tifffile.imread(tmp_path / "out" / "plant.tif").shape == (70, 64)
     example = readme_example().replace('"models/cvppp_demo/best.ckpt"', f"{str(ckpt)!r}, config='cvppp'")
-    prelude = "import numpy as np; from PIL import Image; image = np.asarray(Image.open('plant.png')); gt = np.load('gt.npy')"
+    prelude = ("import numpy as np; from PIL import Image; "
+               "image = np.asarray(Image.open('plant.png')); gt = np.load('gt.npy')")
     code = f"{prelude}\n{example}\nprint(pea.__file__, labels.shape, sorted(scores))"
     out = subprocess.run([python, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True)
     where, shape = out.stdout.split(maxsplit=1)
